@@ -1,0 +1,38 @@
+# respaldo: `make demo` runs the main job, `make test` runs every test, `make bench` measures.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint demo bench lock clean
+
+$(STAMP): requirements.txt pyproject.toml devtools/install-system-packages.sh
+	bash devtools/install-system-packages.sh
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip --upgrade >/dev/null
+	$(BIN)/python -m pip install --quiet --upgrade uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check include dags plugins tests devtools bench
+
+test: lint
+	$(BIN)/python -m pytest tests
+
+demo: $(STAMP)
+	$(BIN)/python -m devtools.demo
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+# Re-resolve the pinned set (Airflow's constraint files are out of reach: requirements.txt is our lock).
+lock:
+	$(BIN)/uv pip compile requirements.in --python-version 3.11 -o requirements.txt
+
+clean:
+	rm -rf $(VENV) .demo bench/.work .pytest_cache .ruff_cache

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages respaldo needs, only those missing (the machine may be fresh).
+#   client tools the copies run:   postgresql-client (pg_dump, pg_restore, psql), mariadb-client, zstd,
+#                                   openssh-client
+#   building mysqlclient (pip):    default-libmysqlclient-dev, pkg-config
+#   the tests' real servers:       postgresql (throwaway clusters), openssh-server
+#   checking docker-compose.yaml:  docker-compose (no engine needed for `config`)
+set -euo pipefail
+packages=(postgresql postgresql-client mariadb-client zstd openssh-client openssh-server
+          default-libmysqlclient-dev pkg-config docker-compose python3-venv)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  echo "Installing Debian packages: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,174 @@
+"""Real servers on loopback for the tests, the demo and the benchmark.
+
+A throwaway PostgreSQL cluster (password authentication, its own port), and an SMTP server that keeps
+what it receives. Nothing here is a mock: each is the real program on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+def _as_postgres(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Run a PostgreSQL server binary as the ``postgres`` user (the server refuses to run as root)."""
+    if os.geteuid() == 0:
+        argv = ["runuser", "-u", "postgres", "--", *argv]
+    return subprocess.run(argv, check=True, capture_output=True, text=True, **kwargs)
+
+
+@dataclass
+class PostgresServer:
+    """A PostgreSQL cluster of its own: superuser ``postgres`` with a password, scram auth only."""
+
+    password: str = "clave-superusuario-9Xq"
+    port: int = 0
+    datadir: Path | None = None
+    process: subprocess.Popen | None = None
+    _tmp: Path | None = field(default=None, repr=False)
+
+    def start(self) -> PostgresServer:
+        self._tmp = Path(tempfile.mkdtemp(prefix="respaldo-pg-"))
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("postgres")
+            os.chown(self._tmp, user.pw_uid, user.pw_gid)
+        self.datadir = self._tmp / "data"
+        pwfile = self._tmp / "pw"
+        pwfile.write_text(self.password)
+        if os.geteuid() == 0:
+            os.chown(pwfile, pwd.getpwnam("postgres").pw_uid, -1)
+        _as_postgres([str(PG_BIN / "initdb"), "-D", str(self.datadir), "-U", "postgres", "--auth=scram-sha-256",
+                      f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8"])
+        pwfile.unlink()
+        self.port = self.port or free_port()
+        argv = [str(PG_BIN / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
+                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self._tmp}",
+                "-c", "fsync=off", "-c", "max_connections=100"]
+        if os.geteuid() == 0:
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+        deadline = time.monotonic() + 30
+        while self.psql("select 1", check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError("throwaway PostgreSQL did not accept connections")
+            time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def env(self, user: str = "postgres", password: str | None = None, database: str = "postgres") -> dict:
+        return {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(self.port), "PGUSER": user,
+                "PGPASSWORD": password if password is not None else self.password, "PGDATABASE": database}
+
+    def psql(self, sql: str, database: str = "postgres", check: bool = True,
+             **env_kwargs) -> subprocess.CompletedProcess:
+        proc = subprocess.run(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1"], input=sql,
+                              env=self.env(database=database, **env_kwargs), capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"psql failed on {database}: {proc.stderr.strip()}")
+        return proc
+
+    def create_backup_role(self, name: str, password: str) -> None:
+        """A role with the least privileges a backup needs: log in and read everything."""
+        self.psql(f"CREATE ROLE {name} LOGIN PASSWORD '{password}' IN ROLE pg_read_all_data")
+
+    def connection_uri(self, user: str, password: str, database: str) -> str:
+        from urllib.parse import quote
+
+        return f"postgres://{quote(user)}:{quote(password, safe='')}@127.0.0.1:{self.port}/{database}"
+
+
+@contextlib.contextmanager
+def postgres_server(**kwargs) -> Generator[PostgresServer, None, None]:
+    server = PostgresServer(**kwargs).start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@dataclass
+class SmtpServer:
+    """A real SMTP server (aiosmtpd) on loopback that keeps every message it accepts."""
+
+    port: int = 0
+    messages: list[EmailMessage] = field(default_factory=list)
+    _controller: object = None
+
+    def start(self) -> SmtpServer:
+        from aiosmtpd.controller import Controller
+
+        server = self
+
+        class Handler:
+            async def handle_DATA(self, smtp, session, envelope):  # noqa: N802 - aiosmtpd's name
+                message = message_from_bytes(envelope.content, policy=policy.default)
+                message["X-Envelope-To"] = ", ".join(envelope.rcpt_tos)
+                server.messages.append(message)
+                return "250 OK"
+
+        self.port = self.port or free_port()
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+
+    def wait_for(self, predicate, timeout: float = 60.0) -> EmailMessage:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in list(self.messages):
+                if predicate(message):
+                    return message
+            time.sleep(0.2)
+        subjects = [m["Subject"] for m in self.messages]
+        raise AssertionError(f"no matching email within {timeout:.0f} s; received: {subjects}")
+
+    def connection_json(self, from_email: str = "respaldo@example.gov.co") -> str:
+        import json
+
+        return json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": self.port,
+                           "extra": {"disable_ssl": True, "disable_tls": True, "from_email": from_email}})

@@ -1,0 +1,170 @@
+"""Where copies live and how they become artifacts (step 5: compress).
+
+Layout (the contract)::
+
+    <root>/<class>/<target>/<YYYY>/<MM>/<target>_<YYYYMMDDTHHMMSS>.<ext>.zst
+    <root>/<class>/<target>/<YYYY>/<MM>/<target>_<YYYYMMDDTHHMMSS>.<ext>.zst.sha256
+
+Uncompressed copies wait in ``<root>/.staging/`` (same filesystem as the artifacts, so a shared
+backups volume serves every worker). An artifact is written under a hidden temporary name, flushed
+to disk and then linked to its final name, which fails rather than replace an existing file: nothing
+half-written ever carries a final name and no earlier artifact is ever overwritten.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import hashlib
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import zstandard
+
+from respaldo.errors import ArtifactError
+from respaldo.process import PROGRESS_INTERVAL_SECONDS, human_bytes
+
+ZSTD_LEVEL = 3
+CHUNK = 4 * 1024 * 1024
+STAGING = ".staging"
+
+
+def _run_key(run_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
+
+
+def staging_dir(root: str | Path, frequency: str, target: str, run_id: str) -> Path:
+    return Path(root) / STAGING / frequency / target / _run_key(run_id)
+
+
+def artifact_path(root: str | Path, frequency: str, target: str, backup_at: dt.datetime, extension: str) -> Path:
+    """Final path of an artifact; ``backup_at`` must already be in the inventory's timezone."""
+    stamp = backup_at.strftime("%Y%m%dT%H%M%S")
+    return (Path(root) / frequency / target / f"{backup_at:%Y}" / f"{backup_at:%m}"
+            / f"{target}_{stamp}.{extension}.zst")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: Path
+    original_bytes: int
+    compressed_bytes: int
+    sha256: str
+    compression: str
+
+
+class _HashingWriter:
+    """File writer that hashes what it writes and logs progress every few seconds."""
+
+    def __init__(self, handle, total: int, log: logging.Logger):
+        self.handle = handle
+        self.digest = hashlib.sha256()
+        self.written = 0
+        self.total = total
+        self.log = log
+        self.started = self.last = time.monotonic()
+
+    def write(self, data: bytes) -> int:
+        self.handle.write(data)
+        self.digest.update(data)
+        self.written += len(data)
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_INTERVAL_SECONDS:
+            self.last = now
+            self.log.info("comprimir: %s comprimidos de un original de %s (%.0f s)",
+                          human_bytes(self.written), human_bytes(self.total), now - self.started)
+        return len(data)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _place(tmp: Path, final: Path) -> None:
+    """Give ``tmp`` the name ``final`` without ever replacing an existing file."""
+    try:
+        os.link(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(final.parent)
+
+
+def _write_checksum_file(final: Path, sha256: str) -> Path:
+    checksum = final.with_name(final.name + ".sha256")
+    tmp = checksum.with_name(f".{checksum.name}.tmp-{os.getpid()}")
+    tmp.write_text(f"{sha256}  {final.name}\n", encoding="ascii")
+    if checksum.exists():
+        tmp.unlink()
+        if checksum.read_text(encoding="ascii").split()[0] != sha256:
+            raise ArtifactError(f"Ya existe {checksum} con otra suma; no se sobrescribe.")
+        return checksum
+    _place(tmp, checksum)
+    return checksum
+
+
+def compress(source: Path, final: Path, log: logging.Logger) -> Artifact:
+    """Compress ``source`` into the artifact ``final`` plus its ``.sha256``; stream, never overwrite.
+
+    If ``final`` already exists with exactly the bytes this would produce (a retried task whose first
+    try got that far), it is kept and reported; if it exists with other bytes, this fails.
+    """
+    original = source.stat().st_size
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1, write_checksum=True,
+                                          write_content_size=True)
+    try:
+        with open(source, "rb") as reader, open(tmp, "xb") as handle:
+            writer = _HashingWriter(handle, original, log)
+            compressor.copy_stream(reader, writer, size=original, read_size=CHUNK, write_size=CHUNK)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.errno == errno.ENOSPC:
+            free = shutil.disk_usage(final.parent).free
+            raise ArtifactError(
+                f"No hay espacio en disco en {final.parent} para comprimir la copia ({human_bytes(original)} sin "
+                f"comprimir, {human_bytes(free)} libres). Libere espacio y reintente la tarea."
+            ) from err
+        raise ArtifactError(f"No se pudo escribir el respaldo en {final.parent}: {err.strerror}") from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    sha256 = writer.digest.hexdigest()
+    if final.exists():
+        tmp.unlink(missing_ok=True)
+        if _sha256_of(final) != sha256:
+            raise ArtifactError(f"Ya existe otro respaldo con el nombre {final}; no se sobrescribe. Revise la "
+                                "fecha de creación de la copia.")
+        log.info("El respaldo %s ya existía con el mismo contenido (reintento); se conserva.", final)
+    else:
+        _place(tmp, final)
+    _write_checksum_file(final, sha256)
+    elapsed = time.monotonic() - writer.started
+    log.info("comprimir terminó: %s -> %s (%.1f%%) en %.1f s; sha256 %s", human_bytes(original),
+             human_bytes(writer.written), 100 * writer.written / max(original, 1), elapsed, sha256)
+    return Artifact(final, original, final.stat().st_size, sha256, f"zstd-{ZSTD_LEVEL}")
+
+
+def remove_staging(path: Path) -> None:
+    """Remove a run's staging folder (the uncompressed copy); never touches artifacts."""
+    if STAGING in path.parts:
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,215 @@
+"""The ``respaldo`` command: check the inventory, count it, check the sources, print the register.
+
+Every message is for the IT office: Spanish, no Python traceback. Exit codes: 0 fine, 1 a problem
+was found (listed), 2 the command was used wrongly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+from respaldo.errors import InventoryError, RespaldoError
+from respaldo.inventory import INVENTORY_ENV, Inventory, load_inventory
+from respaldo.process import human_bytes
+from respaldo.sources import source_for
+
+CATEGORIES = ["bases de datos", "portales web", "archivos", "servidores virtuales"]
+
+
+def _load(path: str | None) -> Inventory:
+    return load_inventory(path)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    inventory = _load(args.file)
+    print(f"{inventory.path}: inventario válido: {len(inventory.targets)} objetivos en "
+          f"{len(inventory.frequencies)} clases de frecuencia "
+          f"({', '.join(f'respaldo_{name}' for name in sorted(inventory.frequencies))}).")
+    return 0
+
+
+def cmd_inventory(args: argparse.Namespace) -> int:
+    """Step 1: how many databases, portals, servers and file sets, by kind and by frequency class."""
+    inventory = _load(args.file)
+    names = sorted(inventory.frequencies)
+    by_cell = Counter((source_for(t.kind).category, t.frequency) for t in inventory.targets)
+    by_kind = Counter(t.kind for t in inventory.targets)
+    width = max([len(c) for c in CATEGORIES] + [5])
+    header = f"{'':<{width}}  " + "  ".join(f"{n:>{max(len(n), 5)}}" for n in names) + "  total"
+    print(f"Inventario de {inventory.organization} ({inventory.path})")
+    print()
+    print(header)
+    for category in CATEGORIES:
+        cells = [by_cell[(category, n)] for n in names]
+        print(f"{category:<{width}}  " + "  ".join(f"{c:>{max(len(n), 5)}}" for c, n in zip(cells, names,
+              strict=True)) + f"  {sum(cells):>5}")
+    totals = [sum(by_cell[(c, n)] for c in CATEGORIES) for n in names]
+    print(f"{'total':<{width}}  " + "  ".join(f"{c:>{max(len(n), 5)}}" for c, n in zip(totals, names,
+          strict=True)) + f"  {sum(totals):>5}")
+    print()
+    print("Por tipo: " + (", ".join(f"{kind} {count}" for kind, count in sorted(by_kind.items())) or "ninguno"))
+    mechanisms = Counter(t.mechanism for t in inventory.targets)
+    print("Por mecanismo: " + ", ".join(f"{'automático' if m == 'automatic' else 'manual'} {c}"
+                                       for m, c in sorted(mechanisms.items())))
+    for name in names:
+        frequency = inventory.frequencies[name]
+        print(f"respaldo_{name}: {frequency.describe(inventory.timezone)}; "
+              f"{len(inventory.targets_of(name))} objetivos")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check that every source answers and the storage folder is writable (network and disk)."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    inventory = _load(args.file)
+    failures = 0
+
+    def report(ok: bool, what: str, detail: str) -> None:
+        nonlocal failures
+        failures += 0 if ok else 1
+        print(f"[{'OK' if ok else 'FALLA'}] {what}: {detail}")
+
+    root = Path(inventory.storage.root)
+    writable = root.is_dir() and os.access(root, os.W_OK)
+    report(writable, "carpeta de respaldos",
+           f"{root} ({human_bytes(_free(root))} libres)" if writable else f"{root} no existe o no se puede escribir")
+    try:
+        conn = PostgresHook(postgres_conn_id=inventory.register.conn_id).get_conn()
+        conn.close()
+        report(True, "registro FT-GTI-004", f"conexión «{inventory.register.conn_id}» responde")
+    except Exception as err:
+        report(False, "registro FT-GTI-004", f"conexión «{inventory.register.conn_id}»: {str(err).strip()}")
+    for target in sorted(inventory.targets, key=lambda t: t.id):
+        try:
+            report(True, target.id, source_for(target.kind).check(target))
+        except Exception as err:
+            report(False, target.id, str(err).strip())
+    return 1 if failures else 0
+
+
+def _free(path: Path) -> int:
+    import shutil
+
+    return shutil.disk_usage(path).free
+
+
+def cmd_pools(args: argparse.Namespace) -> int:
+    """Create the Airflow pools that bound concurrent copies per source server."""
+    from airflow.models.pool import Pool
+
+    inventory = _load(args.file)
+    pools = sorted({source_for(t.kind).pool(t) for t in inventory.targets})
+    for name in pools:
+        existing = Pool.get_pool(name)
+        if existing is None:
+            Pool.create_or_update_pool(name, slots=args.slots, description="respaldo: copias simultáneas "
+                                       "contra un mismo servidor", include_deferred=False)
+            print(f"pool {name}: creado con {args.slots} cupo(s)")
+        else:
+            print(f"pool {name}: ya existe con {existing.slots} cupo(s)")
+    return 0
+
+
+def _date(text: str) -> dt.datetime:
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"fecha no válida «{text}» (use AAAA-MM-DD)") from err
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    """Print the FT-GTI-004 sheet from ``respaldo.control_backup``."""
+    import zoneinfo
+
+    from respaldo import register
+
+    inventory = _load(args.file)
+    zone = zoneinfo.ZoneInfo(inventory.timezone)
+    since = args.desde.replace(tzinfo=args.desde.tzinfo or zone) if args.desde else None
+    until = args.hasta.replace(tzinfo=args.hasta.tzinfo or zone) + dt.timedelta(days=1) if args.hasta else None
+    rows = register.fetch(inventory.register.conn_id, target=args.objetivo, since=since, until=until,
+                          limit=args.limite)
+
+    def cell(row: dict, key: str) -> str:
+        value = row.get(key)
+        if value is None:
+            return ""
+        if isinstance(value, dt.datetime):
+            return value.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+        if key in ("original_bytes", "compressed_bytes") and not args.csv:
+            return human_bytes(value)
+        if key == "status" and not args.csv:
+            return "exitoso" if value == "success" else "FALLIDO"
+        return str(value)
+
+    columns = register.SHEET_COLUMNS if args.csv else [c for c in register.SHEET_COLUMNS
+                                                      if c[0] not in ("sha256", "run_id", "logical_date")]
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow([label for _, label in columns])
+        for row in rows:
+            writer.writerow([cell(row, key) for key, _ in columns])
+        return 0
+    print(f"FORMATO DE CONTROL DE BACKUP FT-GTI-004 — {inventory.organization}")
+    print(f"Fechas en {inventory.timezone}. {len(rows)} registro(s).")
+    print()
+    for row in rows:
+        for key, label in columns:
+            value = cell(row, key)
+            if value:
+                print(f"  {label + ':':<20} {value}")
+        print()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="respaldo",
+        description="Procedimiento de respaldo y protección de la información, sobre Apache Airflow.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    file_help = f"archivo de inventario (por defecto ${INVENTORY_ENV} o include/inventory.yaml)"
+
+    def add(name: str, func, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.add_argument("file", nargs="?", help=file_help)
+        command.set_defaults(func=func)
+        return command
+
+    add("validate", cmd_validate, "Revisa el inventario (solo el archivo; sin red).")
+    add("inventory", cmd_inventory, "Cuenta bases de datos, portales, servidores y archivos (paso 1).")
+    add("check", cmd_check, "Comprueba que cada fuente, el registro y la carpeta de respaldos respondan.")
+    pools = add("pools", cmd_pools, "Crea los pools de Airflow que limitan copias simultáneas por servidor.")
+    pools.add_argument("--slots", type=int, default=1, help="cupos de cada pool nuevo (por defecto 1)")
+    registro = add("registro", cmd_register, "Imprime el formato de control de backup FT-GTI-004.")
+    registro.add_argument("--objetivo", help="solo este objetivo")
+    registro.add_argument("--desde", type=_date, help="desde esta fecha (AAAA-MM-DD)")
+    registro.add_argument("--hasta", type=_date, help="hasta esta fecha, incluida (AAAA-MM-DD)")
+    registro.add_argument("--limite", type=int, help="como mucho tantas filas")
+    registro.add_argument("--csv", action="store_true", help="en CSV, con todas las columnas")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InventoryError as err:
+        print(str(err), file=sys.stderr)
+        return 1
+    except RespaldoError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

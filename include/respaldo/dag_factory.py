@@ -1,0 +1,219 @@
+"""Builds one DAG per frequency class from the inventory (step 4's periods).
+
+Called by the thin DAG file in ``dags/``. It reads the inventory and nothing else: no network, no
+database, so the DAG processor can re-parse it every few seconds. Each task gets only its own
+target, which keeps parsing fast for large inventories.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from respaldo import tasks
+from respaldo.inventory import Frequency, Inventory, load_inventory
+from respaldo.sources import TargetBase, source_for
+
+DAG_PREFIX = "respaldo_"
+MAX_RETRY_DELAY = dt.timedelta(hours=1)
+
+TASK_DOCS = {
+    "copia": "**Paso 4. Realizar la copia de seguridad** en disco, en los servidores de la entidad. "
+             "Registra en el log el avance (bytes y velocidad) cada pocos segundos.",
+    "verificar_fecha": "**Paso 3. Verificar la fecha de creación.** La copia es automática: el sistema "
+                       "estampó su fecha de creación al tomarla; aquí se comprueba que esa fecha cae "
+                       "dentro de esta ejecución (entre el inicio de `copia` y ahora).",
+    "comprimir": "**Paso 5. Comprimir los archivos** con zstd y dejar al lado la suma `.sha256` "
+                 "(se comprueba con `sha256sum -c`).",
+    "registrar": "**Paso 6. Diligenciar el formato de control de backup FT-GTI-004** (tabla "
+                 "`respaldo.control_backup`).",
+}
+
+FAILURE_SUBJECT = (
+    "[respaldo] Falló el respaldo de «{target}» en el paso «{{{{ ti.task_id.split('.')[-1] }}}}» "
+    "({{{{ dag.dag_id }}}})"
+)
+FAILURE_BODY = """\
+<p>El respaldo de <b>{target}</b> ({summary}) falló después de sus reintentos.</p>
+<ul>
+<li>Paso: <b>{{{{ ti.task_id.split('.')[-1] }}}}</b></li>
+<li>DAG: {{{{ dag.dag_id }}}} &mdash; ejecución {{{{ run_id }}}}</li>
+<li>Fecha programada: {{{{ dag_run.logical_date or 'ninguna (ejecución manual)' }}}}</li>
+<li>Motivo: {{{{ exception }}}}</li>
+<li>Responsable: {responsible}</li>
+</ul>
+<p>Log de la tarea: <a href="{{{{ ti.log_url }}}}">{{{{ ti.log_url }}}}</a></p>
+<p>Quedó registrado como <b>failed</b> en el formato FT-GTI-004 (<code>respaldo.control_backup</code>).
+Ningún respaldo anterior fue modificado. Corrija la causa y vuelva a ejecutar la tarea desde Airflow.</p>
+"""
+
+
+def _schedule(inventory: Inventory, frequency: Frequency):
+    from airflow.sdk import CronTriggerTimetable, MultipleCronTriggerTimetable
+
+    from respaldo.timetables import EveryNDaysTimetable
+
+    if frequency.every_days:
+        return EveryNDaysTimetable(frequency.every_days, frequency.at, inventory.timezone,
+                                   inventory.start_date.isoformat())
+    crons = frequency.crons
+    if len(crons) == 1:
+        return CronTriggerTimetable(crons[0], timezone=inventory.timezone)
+    return MultipleCronTriggerTimetable(*crons, timezone=inventory.timezone)
+
+
+def _doc_md(inventory: Inventory, name: str, frequency: Frequency, targets: list[TargetBase]) -> str:
+    lines = [
+        f"# Respaldo «{name}» — {inventory.organization}",
+        "",
+        frequency.description or f"Copias de seguridad de la clase de frecuencia «{name}».",
+        "",
+        f"**Cuándo:** {frequency.describe(inventory.timezone)}. Sin recuperar ejecuciones atrasadas al "
+        "desplegar; una ejecución a la vez; "
+        f"{frequency.retries} reintentos cada {frequency.retry_delay_minutes} min (creciendo).",
+        "",
+        "**Qué respalda** (un grupo de tareas por objetivo: `copia` → `verificar_fecha` → `comprimir` → "
+        "`registrar`, los pasos 4, 3, 5 y 6 del procedimiento):",
+        "",
+        "| objetivo | qué | mecanismo | responsable |",
+        "|---|---|---|---|",
+    ]
+    for target in targets:
+        mechanism = "automático" if target.mechanism == "automatic" else "manual"
+        lines.append(f"| `{target.id}` | {source_for(target.kind).summary(target)} | {mechanism} | "
+                     f"{target.responsible} |")
+    if not targets:
+        lines.append("| (ninguno) | el inventario no tiene objetivos en esta clase | | |")
+    lines += [
+        "",
+        f"**Dónde quedan:** `{inventory.storage.root}/{name}/<objetivo>/<AAAA>/<MM>/"
+        "<objetivo>_<AAAAMMDDTHHMMSS>.<ext>.zst`, con la suma `.sha256` al lado. La hora es la fecha de "
+        f"creación de la copia en {inventory.timezone}.",
+        "",
+        "**Cómo restaurar** (solo herramientas estándar; compruebe antes la suma con "
+        "`sha256sum -c ARCHIVO.zst.sha256`):",
+        "",
+    ]
+    for kind in sorted({t.kind for t in targets}):
+        source = source_for(kind)
+        lines.append(f"- {source.label}: `{source.restore_hint.format(artifact='ARCHIVO.zst')}`")
+    lines += [
+        "",
+        "**Ejecución manual:** *Trigger* con el formulario: objetivos (vacío = todos), responsable y "
+        "observaciones, que quedan en el registro. Un *backfill* de un objetivo automático toma una copia "
+        "nueva ahora: el registro guarda la fecha programada y la fecha real de la copia por separado.",
+        "",
+        "**Registro:** cada copia, exitosa o fallida, queda como una fila del formato FT-GTI-004 en "
+        f"`respaldo.control_backup` (conexión `{inventory.register.conn_id}`); si algo falla llega un correo "
+        f"a {', '.join(inventory.alerts.email)}.",
+    ]
+    return "\n".join(lines)
+
+
+def _params(targets: list[TargetBase]) -> dict[str, Any]:
+    from airflow.sdk import Param
+
+    ids = [t.id for t in targets]
+    return {
+        "objetivos": Param(
+            [], type="array", items={"type": "string", "enum": ids} if ids else {"type": "string"},
+            title="Objetivos", description="Qué objetivos respaldar en esta ejecución; vacío: todos.",
+        ),
+        "responsable": Param(
+            "", type="string", title="Responsable",
+            description="Quién ejecuta o responde por esta copia (queda en el FT-GTI-004); vacío: el del "
+                        "inventario.",
+        ),
+        "observaciones": Param(
+            "", type="string", title="Observaciones",
+            description="Observaciones para el formato FT-GTI-004.",
+        ),
+    }
+
+
+def _target_group(inventory: Inventory, dag_id: str, frequency: Frequency, target: TargetBase) -> None:
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+    from airflow.sdk import TaskGroup, task
+
+    source = source_for(target.kind)
+    target_dict = target.model_dump(mode="json")
+    settings = {
+        "root": inventory.storage.root,
+        "timezone": inventory.timezone,
+        "register_conn_id": inventory.register.conn_id,
+        "dag_id": dag_id,
+    }
+    notifier = SmtpNotifier(
+        to=list(inventory.alerts.email),
+        from_email=inventory.alerts.from_email,
+        smtp_conn_id=inventory.alerts.smtp_conn_id,
+        subject=FAILURE_SUBJECT.format(target=target.id),
+        html_content=FAILURE_BODY.format(target=target.id, summary=source.summary(target),
+                                         responsible=target.responsible),
+    )
+    retries = target.retries if target.retries is not None else frequency.retries
+    delay = target.retry_delay_minutes or frequency.retry_delay_minutes
+    group_args = {
+        "retries": retries,
+        "retry_delay": dt.timedelta(minutes=delay),
+        "on_failure_callback": [tasks.RecordFailure(target_dict, settings), notifier],
+    }
+    with TaskGroup(group_id=target.id, tooltip=source.summary(target), default_args=group_args):
+        def step(name: str, **kwargs: Any):
+            return task(getattr(tasks, name), task_id=name, doc_md=TASK_DOCS[name], **kwargs)
+
+        copied = step("copia", pool=source.pool(target))(target=target_dict, settings=settings)
+        checked = step("verificar_fecha")(target=target_dict, settings=settings, copy=copied)
+        done = step("comprimir")(target=target_dict, settings=settings, checked=checked)
+        step("registrar")(target=target_dict, settings=settings, done=done)
+
+
+def build_dag(inventory: Inventory, name: str):
+    """The DAG ``respaldo_<name>`` for one frequency class."""
+    import pendulum
+    from airflow.sdk import DAG
+
+    frequency = inventory.frequencies[name]
+    targets = inventory.targets_of(name)
+    dag_id = f"{DAG_PREFIX}{name}"
+    start = inventory.start_date
+    with DAG(
+        dag_id=dag_id,
+        description=frequency.description or f"Respaldo {name}: {frequency.describe(inventory.timezone)}",
+        schedule=_schedule(inventory, frequency),
+        start_date=pendulum.datetime(start.year, start.month, start.day, tz=inventory.timezone),
+        catchup=False,
+        max_active_runs=1,
+        doc_md=_doc_md(inventory, name, frequency, targets),
+        tags=["respaldo", name, "FT-GTI-004"],
+        params=_params(targets),
+        default_args={
+            "owner": inventory.owner,
+            "retries": frequency.retries,
+            "retry_delay": dt.timedelta(minutes=frequency.retry_delay_minutes),
+            "retry_exponential_backoff": 2.0,
+            "max_retry_delay": MAX_RETRY_DELAY,
+        },
+    ) as dag:
+        for target in targets:
+            _target_group(inventory, dag_id, frequency, target)
+    return dag
+
+
+def build_dags(path: str | None = None) -> dict[str, Any]:
+    """All DAGs of the inventory, keyed by dag id; only the one being run when Airflow says which.
+
+    A bad inventory raises :class:`~respaldo.errors.InventoryError`, which Airflow shows as an import
+    error of the DAG file: a broken inventory is never a silently missing DAG.
+    """
+    from airflow.sdk import get_parsing_context
+
+    inventory = load_inventory(path)
+    wanted = get_parsing_context().dag_id
+    dags = {}
+    for name in sorted(inventory.frequencies):
+        dag_id = f"{DAG_PREFIX}{name}"
+        if wanted and wanted != dag_id:
+            continue
+        dags[dag_id] = build_dag(inventory, name)
+    return dags

@@ -1,0 +1,362 @@
+"""The inventory: the one source of truth for what is backed up, how often and where (step 1).
+
+The file is YAML, read with line numbers kept so every problem names its line. Models forbid unknown
+keys, so a typo fails loudly with a suggestion instead of being silently ignored. All problems are
+collected and reported at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import os
+import warnings
+import zoneinfo
+from collections import Counter
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+
+from respaldo.errors import InventoryError, Problem
+from respaldo.sources import SOURCES, TargetBase
+from respaldo.sources.base import NAME_PATTERN, Name
+
+DEFAULT_INVENTORY = Path(__file__).resolve().parents[1] / "inventory.yaml"
+INVENTORY_ENV = "RESPALDO_INVENTORY"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Storage(_Model):
+    root: Annotated[
+        str,
+        Field(description="Carpeta (ruta absoluta) donde quedan los respaldos, en los servidores de la "
+              "entidad.", examples=["/var/backups/respaldo"]),
+    ]
+
+    @field_validator("root")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not PurePosixPath(value).is_absolute():
+            raise ValueError(f"la carpeta de respaldos debe ser una ruta absoluta, no «{value}»")
+        return value
+
+
+class Register(_Model):
+    conn_id: Annotated[
+        str, Field(min_length=1, description="Conexión de Airflow (postgres) del registro FT-GTI-004.")
+    ] = "respaldo_registro"
+
+
+EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+
+
+class Alerts(_Model):
+    smtp_conn_id: Annotated[str, Field(min_length=1, description="Conexión SMTP de Airflow.")] = "smtp_default"
+    email: Annotated[
+        list[Annotated[str, Field(pattern=EMAIL)]],
+        Field(min_length=1, description="Quién recibe los avisos de falla.",
+              examples=[["sistemas@example.gov.co"]]),
+    ]
+    from_email: Annotated[
+        str | None,
+        Field(pattern=EMAIL, description="Remitente; por defecto el `from_email` de la conexión SMTP."),
+    ] = None
+
+
+class Frequency(_Model):
+    schedule: Annotated[
+        str | list[str] | None,
+        Field(description="Una o varias expresiones cron, en la zona horaria del inventario.",
+              examples=[["0 13 * * *", "0 22 * * *"]]),
+    ] = None
+    every_days: Annotated[
+        int | None, Field(ge=1, le=366, description="Cada cuántos días (en lugar de `schedule`).", examples=[8])
+    ] = None
+    at: Annotated[
+        str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Hora HH:MM para `every_days`.")
+    ] = "00:00"
+    description: Annotated[str, Field(description="Qué respalda esta clase y cada cuánto, para la UI.")] = ""
+    retries: Annotated[int, Field(ge=0, le=10, description="Reintentos de cada tarea.")] = 2
+    retry_delay_minutes: Annotated[int, Field(ge=1, le=720, description="Minutos entre reintentos.")] = 5
+
+    @field_validator("schedule")
+    @classmethod
+    def _crons(cls, value: str | list[str] | None) -> str | list[str] | None:
+        from croniter import croniter
+
+        for expression in [value] if isinstance(value, str) else value or []:
+            if not croniter.is_valid(expression) or len(expression.split()) != 5:
+                raise ValueError(
+                    f"«{expression}» no es una expresión cron válida (cinco campos: minuto hora día mes "
+                    "día-de-semana, por ejemplo «0 23 * * *»)"
+                )
+        if isinstance(value, list) and not value:
+            raise ValueError("la lista de horarios está vacía")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Frequency:
+        if (self.schedule is None) == (self.every_days is None):
+            raise ValueError("indique `schedule` (cron) o `every_days` (cada N días), uno de los dos")
+        return self
+
+    @property
+    def crons(self) -> list[str]:
+        return [self.schedule] if isinstance(self.schedule, str) else list(self.schedule or [])
+
+    def describe(self, timezone: str) -> str:
+        """The schedule in Spanish words, for the DAG docs."""
+        if self.every_days:
+            return f"cada {self.every_days} días a las {self.at} ({timezone})"
+        times = ", ".join(f"`{c}`" for c in self.crons)
+        return f"según {times} ({timezone})"
+
+
+# pydantic warns that the field "register" shadows ABCMeta.register; the field is what we mean.
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
+
+
+class InventoryHead(_Model):
+    organization: Annotated[str, Field(min_length=1, description="Entidad dueña de la información.")]
+    timezone: Annotated[str, Field(description="Zona horaria de horarios y nombres de archivo.")] = (
+        "America/Bogota"
+    )
+    owner: Annotated[str, Field(min_length=1, description="Dueño de los DAG en Airflow.")] = "sistemas"
+    start_date: Annotated[
+        dt.date, Field(description="Desde cuándo rigen los horarios (ancla de `every_days`).")
+    ] = dt.date(2026, 1, 1)
+    storage: Storage
+    register: Register = Register()
+    alerts: Alerts
+    frequencies: Annotated[dict[Name, Frequency], Field(min_length=1)]
+    targets: list[Any]
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"zona horaria desconocida «{value}» (por ejemplo «America/Bogota»)") from err
+        return value
+
+
+class Inventory(InventoryHead):
+    """A validated inventory."""
+
+    targets: list[TargetBase]
+    path: str = ""
+
+    def targets_of(self, frequency: str) -> list[TargetBase]:
+        return sorted((t for t in self.targets if t.frequency == frequency), key=lambda t: t.id)
+
+    def target(self, target_id: str) -> TargetBase:
+        for target in self.targets:
+            if target.id == target_id:
+                return target
+        raise KeyError(target_id)
+
+
+def inventory_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """The inventory file: ``path``, else ``$RESPALDO_INVENTORY``, else ``include/inventory.yaml``."""
+    return Path(path or os.environ.get(INVENTORY_ENV) or DEFAULT_INVENTORY)
+
+
+# --- loading, with every problem mapped to a line ------------------------------------------------
+
+
+def _line_of(tree: Any, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the YAML node at ``loc``, or of the nearest enclosing node that exists."""
+    line = None
+    node = tree
+    for part in loc:
+        lc = getattr(node, "lc", None)
+        if lc is None:
+            break
+        try:
+            if isinstance(node, dict) and part in node:
+                line = lc.key(part)[0] + 1
+                node = node[part]
+            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+                line = lc.item(part)[0] + 1
+                node = node[part]
+            else:
+                break
+        except (KeyError, IndexError, TypeError):
+            break
+    if line is None and getattr(tree, "lc", None) is not None:
+        line = tree.lc.line + 1
+    return line
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _suggest(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" ¿Quiso decir «{close[0]}»?" if close else ""
+
+
+def _model_for(loc: tuple[Any, ...], target_model: type[BaseModel] | None) -> type[BaseModel] | None:
+    """The model whose fields are the valid keys at ``loc`` (for suggesting a misspelled key)."""
+    model: Any = target_model or InventoryHead
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            return model if isinstance(model, type) else None
+        annotation = fields[part].annotation
+        model = next((a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)
+                      and issubclass(a, BaseModel)), annotation)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _message(error: dict[str, Any], target_model: type[BaseModel] | None) -> str:
+    kind = error["type"]
+    loc = error["loc"]
+    field = loc[-1] if loc else ""
+    if kind == "missing":
+        return f"falta el campo obligatorio «{field}»."
+    if kind == "extra_forbidden":
+        model = _model_for(loc[:-1], target_model)
+        names = list(getattr(model, "model_fields", {}))
+        hint = _suggest(str(field), names) or (f" Claves válidas: {', '.join(names)}." if names else "")
+        return f"clave desconocida «{field}».{hint}"
+    if kind == "string_pattern_mismatch":
+        pattern = error.get("ctx", {}).get("pattern")
+        if pattern == NAME_PATTERN:
+            return (f"«{error['input']}» no sirve como nombre: use minúsculas sin tildes, números y «_», "
+                    "empezando por una letra (se usa en rutas de archivo y en Airflow).")
+        if pattern == EMAIL:
+            return f"«{error['input']}» no es una dirección de correo."
+        return f"valor «{error['input']}» con formato no válido."
+    if kind == "literal_error":
+        return f"valor «{error['input']}» no permitido; se espera {error['ctx']['expected']}."
+    if kind in ("value_error", "assertion_error"):
+        return str(error["ctx"]["error"]) + "."
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"se espera un número entero, no «{error['input']}»."
+    if kind in ("string_type",):
+        return f"se espera un texto, no «{error['input']}»."
+    if kind in ("list_type",):
+        return "se espera una lista."
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return "se espera un bloque de claves y valores."
+    if kind in ("greater_than_equal", "less_than_equal", "too_short", "too_long", "string_too_short"):
+        return f"valor «{error['input']}» fuera de rango ({error['msg']})."
+    if kind.startswith("date"):
+        return f"«{error['input']}» no es una fecha AAAA-MM-DD."
+    return f"{error['msg']} (valor «{error.get('input')}»)."
+
+
+def _validation_problems(
+    err: ValidationError, file: str, tree: Any, prefix: tuple[Any, ...], target_model: type[BaseModel] | None
+) -> list[Problem]:
+    problems = []
+    for error in err.errors():
+        loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part.startswith("function-")))
+        loc = tuple(part for part in loc if part not in ("str", "list[str]", "none", "constrained-str"))
+        error = {**error, "loc": loc}
+        full = prefix + loc
+        problems.append(Problem(file, _line_of(tree, full), _where(full), _message(error, target_model)))
+    return problems
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise InventoryError([Problem(str(path), None, "", "no existe el archivo de inventario. Indique la "
+                                      f"ruta como argumento o en la variable {INVENTORY_ENV}.")]) from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise InventoryError([Problem(str(path), None, "", f"no se puede leer: {err}.")]) from err
+    try:
+        return YAML(typ="rt", pure=True).load(text)
+    except MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = mark.line + 1 if mark else None
+        what = (err.problem or err.context or "YAML mal formado").strip()
+        if "duplicate key" in str(err) or type(err).__name__ == "DuplicateKeyError":
+            what = "clave repetida en el mismo bloque"
+        raise InventoryError([Problem(str(path), line, "", f"YAML mal formado: {what}. Revise la sangría, "
+                                      "los dos puntos y las comillas de esa línea.")]) from err
+
+
+def load_inventory(path: str | os.PathLike[str] | None = None) -> Inventory:
+    """Read and validate the inventory; raise :class:`InventoryError` listing every problem found."""
+    file_path = inventory_path(path)
+    file = str(file_path)
+    tree = _read_yaml(file_path)
+    if not isinstance(tree, dict):
+        raise InventoryError([Problem(file, 1, "", "el inventario debe ser un bloque de claves (organization, "
+                                      "storage, frequencies, targets...).")])
+
+    problems: list[Problem] = []
+    head: InventoryHead | None = None
+    try:
+        head = InventoryHead.model_validate(dict(tree))
+    except ValidationError as err:
+        problems += _validation_problems(err, file, tree, (), None)
+
+    raw_targets = tree.get("targets") if isinstance(tree.get("targets"), list) else []
+    frequencies = list(tree.get("frequencies") or {}) if isinstance(tree.get("frequencies"), dict) else []
+    targets: list[TargetBase] = []
+    for index, raw in enumerate(raw_targets):
+        prefix: tuple[Any, ...] = ("targets", index)
+        if not isinstance(raw, dict):
+            problems.append(Problem(file, _line_of(tree, prefix), _where(prefix),
+                                    "cada objetivo debe ser un bloque con id, kind, frequency..."))
+            continue
+        kind = raw.get("kind")
+        source = SOURCES.get(kind) if isinstance(kind, str) else None
+        if source is None:
+            known = sorted(SOURCES)
+            if kind is None:
+                message = f"falta el campo obligatorio «kind» (uno de: {', '.join(known)})."
+                where = prefix
+            else:
+                message = (f"tipo «{kind}» no soportado.{_suggest(str(kind), known)} "
+                           f"Tipos disponibles: {', '.join(known)}.")
+                where = (*prefix, "kind")
+            problems.append(Problem(file, _line_of(tree, where), _where(where), message))
+            continue
+        frequency = raw.get("frequency")
+        if isinstance(frequency, str) and frequency not in frequencies:
+            where = (*prefix, "frequency")
+            problems.append(Problem(
+                file, _line_of(tree, where), _where(where),
+                f"clase de frecuencia desconocida «{frequency}».{_suggest(frequency, frequencies)}"
+                f" Definidas en `frequencies`: {', '.join(frequencies) or '(ninguna)'}.",
+            ))
+        try:
+            targets.append(source.model.model_validate(dict(raw)))
+        except ValidationError as err:
+            problems += _validation_problems(err, file, tree, prefix, source.model)
+
+    counts = Counter(r.get("id") for r in raw_targets if isinstance(r, dict) and isinstance(r.get("id"), str))
+    for index, raw in enumerate(raw_targets):
+        if isinstance(raw, dict) and counts.get(raw.get("id"), 0) > 1:
+            where = ("targets", index, "id")
+            lines = [_line_of(tree, ("targets", i, "id")) for i, r in enumerate(raw_targets)
+                     if isinstance(r, dict) and r.get("id") == raw.get("id")]
+            problems.append(Problem(file, _line_of(tree, where), _where(where),
+                                    f"id «{raw.get('id')}» repetido (líneas {', '.join(map(str, lines))}); "
+                                    "cada objetivo necesita un id único."))
+
+    if problems or head is None:
+        problems.sort(key=lambda p: (p.line or 0, p.where))
+        raise InventoryError(problems)
+    data = head.model_dump()
+    data.update(targets=targets, path=file)
+    return Inventory.model_validate(data)

@@ -1,0 +1,109 @@
+"""Running the dump tools: credentials in private files, progress in the log, no half-kept output."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Generator, Mapping, Sequence
+from pathlib import Path
+
+from respaldo.errors import CopyError
+
+PROGRESS_INTERVAL_SECONDS = 5.0
+
+
+def human_bytes(count: float) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024 or unit == "TiB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def private_dir() -> Generator[Path, None, None]:
+    """A 0700 directory for credential files, removed with everything in it on exit."""
+    with tempfile.TemporaryDirectory(prefix="respaldo-") as name:
+        os.chmod(name, 0o700)
+        yield Path(name)
+
+
+def write_private(path: Path, text: str) -> Path:
+    """Write ``text`` to a new file only its owner can read (created 0600, never widened)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
+
+
+def run_to_file(
+    argv: Sequence[str],
+    dest: Path,
+    *,
+    env: Mapping[str, str],
+    log: logging.Logger,
+    what: str,
+    secrets: Sequence[str] = (),
+    writes_dest_itself: bool = False,
+    interval: float = PROGRESS_INTERVAL_SECONDS,
+) -> int:
+    """Run a dump tool whose output goes to ``dest``; log progress; return the bytes written.
+
+    With ``writes_dest_itself`` the tool is given ``dest`` in ``argv`` (so it may seek in it, as
+    ``pg_dump -Fc`` does); otherwise its standard output is sent to ``dest``. Progress is the size
+    of ``dest`` polled every ``interval`` seconds, so it costs the copy nothing. On any failure,
+    including this task being killed, the tool is stopped and ``dest`` removed: a partial copy never
+    survives. ``secrets`` are blanked out of the tool's error text before it is reported.
+    """
+    dest.unlink(missing_ok=True)
+    started = time.monotonic()
+    with tempfile.TemporaryFile() as stderr, contextlib.ExitStack() as stack:
+        stdout = None
+        if not writes_dest_itself:
+            stdout = stack.enter_context(open(dest, "xb"))
+        proc = subprocess.Popen(  # noqa: S603 - argv is built by respaldo, never by a shell
+            list(argv), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=dict(env)
+        )
+        try:
+            while True:
+                try:
+                    returncode = proc.wait(timeout=interval)
+                    break
+                except subprocess.TimeoutExpired:
+                    now = time.monotonic()
+                    size = dest.stat().st_size if dest.exists() else 0
+                    log.info(
+                        "%s: %s copiados en %.0f s (%s/s)",
+                        what, human_bytes(size), now - started, human_bytes(size / max(now - started, 1e-9)),
+                    )
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            dest.unlink(missing_ok=True)
+            raise
+        if stdout is not None:
+            stdout.flush()
+            os.fsync(stdout.fileno())
+            stdout.close()
+        stderr.seek(0)
+        error_text = stderr.read().decode("utf-8", "replace").strip()
+    for secret in secrets:
+        if secret:
+            error_text = error_text.replace(secret, "********")
+    if returncode != 0:
+        dest.unlink(missing_ok=True)
+        reason = f"terminó con la señal {-returncode}" if returncode < 0 else f"terminó con código {returncode}"
+        detail = f": {error_text[-2000:]}" if error_text else ""
+        raise CopyError(f"{what} {reason}{detail}")
+    if error_text:
+        log.warning("%s avisó: %s", what, error_text[-2000:])
+    size = dest.stat().st_size if dest.exists() else 0
+    elapsed = time.monotonic() - started
+    log.info("%s terminó: %s en %.1f s (%s/s)", what, human_bytes(size), elapsed,
+             human_bytes(size / max(elapsed, 1e-9)))
+    return size

@@ -1,0 +1,110 @@
+"""The small interface every source kind implements.
+
+A source kind is one module in :mod:`respaldo.sources` holding a pydantic model of its inventory
+entry (a subclass of :class:`TargetBase`) and a :class:`Source` that takes the copy. The tasks only
+talk to this interface, so adding a kind is adding a module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Target ids and frequency class names become path components, Airflow task-group ids and DAG ids,
+#: so they are restricted to lower-case letters, digits and underscores.
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+class TargetBase(BaseModel):
+    """Fields every target has, whatever its kind."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[
+        Name,
+        Field(
+            description="Identificador único del objetivo: nombra el grupo de tareas, la carpeta y el "
+            "archivo del respaldo. Minúsculas, números y guion bajo.",
+            examples=["financiero_pg"],
+        ),
+    ]
+    kind: str
+    frequency: Annotated[
+        str,
+        Field(description="Clase de frecuencia (una clave de `frequencies`).", examples=["financiero"]),
+    ]
+    mechanism: Annotated[
+        Literal["automatic"],
+        Field(description="`automatic`: respaldo toma la copia y el sistema asigna la fecha de creación."),
+    ] = "automatic"
+    responsible: Annotated[
+        str,
+        Field(min_length=1, description="Responsable de la copia, como figura en el formato FT-GTI-004.",
+              examples=["Profesional universitario área de sistemas"]),
+    ]
+    description: Annotated[str, Field(description="Qué es, en palabras de la oficina.")] = ""
+    retries: Annotated[int | None, Field(ge=0, le=10, description="Reintentos (anula la clase).")] = None
+    retry_delay_minutes: Annotated[
+        int | None, Field(ge=1, le=720, description="Minutos entre reintentos (anula la clase).")
+    ] = None
+    pool: Annotated[
+        str | None,
+        Field(pattern=r"^[A-Za-z0-9_.-]{1,250}$",
+              description="Pool de Airflow que limita las copias simultáneas contra el mismo servidor. "
+              "Por defecto `respaldo_<conn_id>`."),
+    ] = None
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """What a copy produced: the staged file, its size and the date the source system stamped in it."""
+
+    path: Path
+    bytes: int
+    stamped_at: dt.datetime | None
+
+
+class Source(ABC):
+    """One kind of source: how to copy it, how to read the date it stamps, how to restore it."""
+
+    #: The inventory's ``kind`` value.
+    kind: ClassVar[str]
+    #: The inventory model of a target of this kind.
+    model: ClassVar[type[TargetBase]]
+    #: File extension of the uncompressed copy (the artifact adds ``.zst``).
+    extension: ClassVar[str]
+    #: How the register and the DAG docs call this kind, in Spanish.
+    label: ClassVar[str]
+    #: What step 1 of the procedure counts it as: "bases de datos", "portales web", "servidores
+    #: virtuales" or "archivos".
+    category: ClassVar[str]
+    #: Restore instructions shown in the DAG docs; ``{artifact}`` is the artifact's path.
+    restore_hint: ClassVar[str]
+
+    @abstractmethod
+    def copy(self, target: TargetBase, dest: Path, log: logging.Logger) -> CopyResult:
+        """Take the copy into ``dest`` (a new file); raise :class:`~respaldo.errors.CopyError`."""
+
+    @abstractmethod
+    def read_stamp(self, target: TargetBase, path: Path) -> dt.datetime | None:
+        """Return the creation date the source system stamped inside the copy, if it has one."""
+
+    @abstractmethod
+    def check(self, target: TargetBase) -> str:
+        """Check the source answers (used by ``respaldo check``); return a short description."""
+
+    def pool(self, target: TargetBase) -> str:
+        """Name of the Airflow pool that bounds concurrent copies against the same server."""
+        return target.pool or f"respaldo_{getattr(target, 'conn_id', target.id)}"
+
+    def summary(self, target: TargetBase) -> str:
+        """One line saying what is copied, for the DAG docs."""
+        return target.description or target.id

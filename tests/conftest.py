@@ -1,0 +1,166 @@
+"""Shared fixtures: a private Airflow (metadata in PostgreSQL), real servers on loopback.
+
+Airflow reads its configuration when first imported, so the environment is set here, at import time,
+before any test module imports Airflow. Everything created on the machine's own PostgreSQL gets a
+unique name and is dropped at the end; nothing else there is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from devtools.demo_data import financiero_sql, sistema_informacion_sql  # noqa: E402
+from devtools.servers import PostgresServer, SmtpServer  # noqa: E402
+
+SYSTEM_PG = "postgresql://postgres@127.0.0.1:5432"
+RUN_KEY = uuid.uuid4().hex[:8]
+METADATA_DB = f"respaldo_test_airflow_{RUN_KEY}"
+REGISTER_DB = f"respaldo_test_registro_{RUN_KEY}"
+
+#: The backup role's password: special characters on purpose (pgpass escaping) and long enough to be
+#: found unambiguously wherever it might leak.
+BACKUP_PASSWORD = "Clave:Respaldo/2026@ñ-" + RUN_KEY
+BACKUP_ROLE = "respaldo_lector"
+
+AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="respaldo-airflow-"))
+os.environ.update(
+    AIRFLOW_HOME=str(AIRFLOW_HOME),
+    AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
+    AIRFLOW__CORE__PLUGINS_FOLDER=str(ROOT / "plugins"),
+    AIRFLOW__CORE__LOAD_EXAMPLES="False",
+    AIRFLOW__CORE__UNIT_TEST_MODE="False",
+    AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"postgresql+psycopg://postgres@127.0.0.1:5432/{METADATA_DB}",
+    AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(AIRFLOW_HOME / "logs"),
+    AIRFLOW_CONN_RESPALDO_REGISTRO=json.dumps(
+        {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres", "schema": REGISTER_DB}
+    ),
+)
+
+
+def _system_sql(sql: str) -> None:
+    with psycopg.connect(f"{SYSTEM_PG}/postgres", autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):
+        return
+    _system_sql(f'CREATE DATABASE "{METADATA_DB}"')
+    _system_sql(f'CREATE DATABASE "{REGISTER_DB}"')
+    subprocess.run([str(ROOT / ".venv/bin/airflow"), "db", "migrate"], check=True, capture_output=True)
+
+
+def pytest_unconfigure(config):
+    for name in (METADATA_DB, REGISTER_DB):
+        try:
+            _system_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        except psycopg.Error:
+            pass
+    shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def source_pg():
+    """A PostgreSQL server with password auth holding the demo "financiero" and "sistema" databases."""
+    server = PostgresServer().start()
+    server.psql("CREATE DATABASE financiero")
+    server.psql(financiero_sql(3000), database="financiero")
+    server.psql("CREATE DATABASE sistema_informacion")
+    server.psql(sistema_informacion_sql(3000), database="sistema_informacion")
+    server.create_backup_role(BACKUP_ROLE, BACKUP_PASSWORD)
+    os.environ["AIRFLOW_CONN_PG_FUENTE"] = json.dumps({
+        "conn_type": "postgres", "host": "127.0.0.1", "port": server.port, "login": BACKUP_ROLE,
+        "password": BACKUP_PASSWORD, "schema": "financiero",
+    })
+    os.environ["AIRFLOW_CONN_PG_CLAVE_MALA"] = json.dumps({
+        "conn_type": "postgres", "host": "127.0.0.1", "port": server.port, "login": BACKUP_ROLE,
+        "password": "no-es-la-clave", "schema": "financiero",
+    })
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def smtp():
+    server = SmtpServer().start()
+    os.environ["AIRFLOW_CONN_SMTP_PRUEBAS"] = server.connection_json()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def register_rows():
+    """Read the FT-GTI-004 rows of the test register."""
+
+    def read(**where) -> list[dict]:
+        clauses = " AND ".join(f"{key} = %({key})s" for key in where) or "true"
+        with psycopg.connect(f"{SYSTEM_PG}/{REGISTER_DB}") as conn, conn.cursor(
+            row_factory=psycopg.rows.dict_row
+        ) as cur:
+            try:
+                cur.execute(f"SELECT * FROM respaldo.control_backup WHERE {clauses} ORDER BY id", where)
+            except psycopg.errors.UndefinedTable:
+                return []
+            return cur.fetchall()
+
+    return read
+
+
+def write_inventory(path: Path, root: Path, targets: list[dict], frequencies: dict | None = None) -> Path:
+    """Write a test inventory (YAML is a superset of JSON, so JSON is written) and return its path."""
+    inventory = {
+        "organization": "Gobernación del Putumayo (pruebas)",
+        "timezone": "America/Bogota",
+        "storage": {"root": str(root)},
+        "register": {"conn_id": "respaldo_registro"},
+        "alerts": {"smtp_conn_id": "smtp_pruebas", "email": ["sistemas@example.gov.co"]},
+        "frequencies": frequencies or {
+            "financiero": {"schedule": ["0 13 * * *", "0 22 * * *"], "retries": 0},
+            "diario": {"schedule": "0 23 * * *", "retries": 0},
+            "servidores_virtuales": {"every_days": 8, "at": "02:00", "retries": 0},
+        },
+        "targets": [{"mechanism": "automatic", "responsible": "Profesional universitario área de sistemas",
+                     **target} for target in targets],
+    }
+    path.write_text(json.dumps(inventory, ensure_ascii=False, indent=2), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def backups(tmp_path, monkeypatch, source_pg, smtp):
+    """A storage root and an inventory writer; ``backups.run(dag_id)`` runs a DAG through Airflow."""
+
+    class Backups:
+        root = tmp_path / "respaldos"
+        inventory = tmp_path / "inventory.yaml"
+
+        def write(self, targets: list[dict], frequencies: dict | None = None) -> Path:
+            write_inventory(self.inventory, self.root, targets, frequencies)
+            monkeypatch.setenv("RESPALDO_INVENTORY", str(self.inventory))
+            return self.inventory
+
+        def dag(self, dag_id: str):
+            from airflow.dag_processing.dagbag import DagBag
+
+            bag = DagBag(dag_folder=str(ROOT / "dags"))
+            assert not bag.import_errors, bag.import_errors
+            return bag.get_dag(dag_id)
+
+        def run(self, dag_id: str, conf: dict | None = None, logical_date=None):
+            return self.dag(dag_id).test(run_conf=conf, logical_date=logical_date)
+
+    Backups.root.mkdir()
+    return Backups()
