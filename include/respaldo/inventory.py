@@ -287,6 +287,8 @@ def _read_yaml(path: Path) -> Any:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark else None
         what = (err.problem or err.context or "YAML mal formado").strip()
+        if err.context_mark and mark and err.context_mark.line != mark.line:
+            what += f" (el bloque empieza en la línea {err.context_mark.line + 1})"
         if "duplicate key" in str(err) or type(err).__name__ == "DuplicateKeyError":
             what = "clave repetida en el mismo bloque"
         raise InventoryError([Problem(str(path), line, "", f"YAML mal formado: {what}. Revise la sangría, "

@@ -1,0 +1,155 @@
+"""DAG integrity: the DAG files import, every DAG is complete, and a bad inventory is an import error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import write_inventory
+
+ROOT = Path(__file__).resolve().parents[1]
+DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
+STEPS = ["copia", "verificar_fecha", "comprimir", "registrar"]
+
+
+def dagbag(inventory: Path | None, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    if inventory:
+        monkeypatch.setenv("RESPALDO_INVENTORY", str(inventory))
+    else:
+        monkeypatch.delenv("RESPALDO_INVENTORY", raising=False)
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+@pytest.fixture
+def bag(tmp_path, monkeypatch):
+    targets = [
+        {"id": "financiero_pg", "kind": "postgres", "frequency": "financiero", "conn_id": "pg_financiero"},
+        {"id": "nomina_pg", "kind": "postgres", "frequency": "financiero", "conn_id": "pg_financiero",
+         "retries": 4, "pool": "servidor_nomina"},
+        {"id": "portal_pg", "kind": "postgres", "frequency": "diario", "conn_id": "pg_portal"},
+    ]
+    return dagbag(write_inventory(tmp_path / "inv.yaml", tmp_path, targets), monkeypatch)
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=[p.name for p in DAG_FILES])
+def test_dag_file_is_found_by_the_dag_processor_safe_mode(path):
+    text = path.read_text().lower()
+    assert "airflow" in text and "dag" in text
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=[p.name for p in DAG_FILES])
+def test_dag_file_imports_without_errors_with_the_shipped_inventory(path, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.delenv("RESPALDO_INVENTORY", raising=False)
+    bag = DagBag(dag_folder=str(path))
+    assert bag.import_errors == {}
+    assert sorted(bag.dag_ids) == ["respaldo_diario", "respaldo_financiero", "respaldo_servidores_virtuales"]
+
+
+def test_every_dag_has_owner_retries_tags_and_docs(bag):
+    assert bag.import_errors == {}
+    assert sorted(bag.dag_ids) == ["respaldo_diario", "respaldo_financiero", "respaldo_servidores_virtuales"]
+    for dag in bag.dags.values():
+        assert dag.default_args["owner"] == "sistemas" and dag.default_args["retries"] == 0, dag.dag_id
+        assert "respaldo" in dag.tags and "FT-GTI-004" in dag.tags
+        assert dag.catchup is False and dag.max_active_runs == 1
+        assert "Cómo restaurar" in dag.doc_md and "FT-GTI-004" in dag.doc_md
+        for task in dag.tasks:
+            assert task.retries is not None and task.owner == "sistemas", task.task_id
+            assert task.retry_exponential_backoff and task.doc_md
+
+
+def test_each_target_is_a_task_group_of_the_four_steps_in_order(bag):
+    dag = bag.get_dag("respaldo_financiero")
+    assert sorted(dag.task_group.children) == ["financiero_pg", "nomina_pg"]
+    for target in ("financiero_pg", "nomina_pg"):
+        ids = [f"{target}.{step}" for step in STEPS]
+        assert set(ids) <= set(dag.task_ids)
+        for upstream, downstream in zip(ids, ids[1:], strict=False):
+            assert dag.get_task(downstream).upstream_task_ids == {upstream}
+    assert [t.task_id for t in bag.get_dag("respaldo_diario").tasks] == [f"portal_pg.{s}" for s in STEPS]
+
+
+def test_retries_pool_and_failure_callbacks_come_from_the_inventory(bag):
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    from respaldo.tasks import RecordFailure
+
+    dag = bag.get_dag("respaldo_financiero")
+    assert dag.get_task("financiero_pg.copia").retries == 0
+    assert dag.get_task("nomina_pg.registrar").retries == 4
+    assert dag.get_task("financiero_pg.copia").pool == "respaldo_pg_financiero"
+    assert dag.get_task("nomina_pg.copia").pool == "servidor_nomina"
+    assert dag.get_task("nomina_pg.comprimir").pool == "default_pool"
+    callbacks = dag.get_task("financiero_pg.comprimir").on_failure_callback
+    assert [type(c) for c in callbacks] == [RecordFailure, SmtpNotifier]
+    assert callbacks[1].to == ["sistemas@example.gov.co"] and callbacks[1].smtp_conn_id == "smtp_pruebas"
+
+
+def test_schedules_follow_the_inventory_in_bogota_time(bag):
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    def timetable(dag_id: str) -> dict:
+        return DagSerialization.to_dict(bag.get_dag(dag_id))["dag"]["timetable"]
+
+    financiero = timetable("respaldo_financiero")
+    assert financiero["__type"].endswith("MultipleCronTriggerTimetable")
+    assert financiero["__var"]["expressions"] == ["0 13 * * *", "0 22 * * *"]
+    assert financiero["__var"]["timezone"] == "America/Bogota"
+    diario = timetable("respaldo_diario")
+    assert diario["__type"].endswith(".CronTriggerTimetable")
+    assert (diario["__var"]["expression"], diario["__var"]["timezone"]) == ("0 23 * * *", "America/Bogota")
+    vms = timetable("respaldo_servidores_virtuales")
+    assert vms == {"__type": "respaldo.timetables.EveryNDaysTimetable",
+                   "__var": {"days": 8, "at": "02:00", "timezone": "America/Bogota", "anchor": "2026-01-01"}}
+
+
+def test_the_run_form_offers_targets_responsable_and_observaciones(bag):
+    params = bag.get_dag("respaldo_financiero").params
+    assert params["objetivos"] == [] and params["responsable"] == "" and params["observaciones"] == ""
+    schema = params.get_param("objetivos").schema
+    assert schema["items"]["enum"] == ["financiero_pg", "nomina_pg"]
+
+
+def test_dags_survive_serialization_with_their_timetable(bag):
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    for dag in bag.dags.values():
+        serialized = DagSerialization.to_dict(dag)
+        restored = DagSerialization.from_dict(serialized)
+        assert restored.timetable.serialize() == serialized["dag"]["timetable"]["__var"]
+        assert sorted(restored.task_ids) == sorted(dag.task_ids)
+
+
+def test_a_bad_inventory_is_an_import_error_listing_every_problem(tmp_path, monkeypatch):
+    bad = tmp_path / "inv.yaml"
+    write_inventory(bad, tmp_path, [
+        {"id": "financiero_pg", "kind": "postgres", "frequency": "financero", "conn_id": "pg"},
+        {"id": "otro", "kind": "postgres", "frequency": "diario", "con_id": "pg"},
+    ])
+    bag = dagbag(bad, monkeypatch)
+    assert bag.dag_ids == []
+    [(file, error)] = bag.import_errors.items()
+    assert file.endswith("dags/respaldo_dags.py")
+    assert "El inventario tiene 3 problemas" in error
+    assert "frecuencia desconocida «financero»" in error and "¿Quiso decir «financiero»?" in error
+    assert "clave desconocida «con_id»" in error and "falta el campo obligatorio «conn_id»" in error
+    assert f"{bad}:" in error
+
+
+def test_parsing_opens_no_network_connection(tmp_path):
+    """The DAG processor re-parses every few seconds: parsing reads the inventory and nothing else."""
+    inventory = write_inventory(tmp_path / "inv.yaml", tmp_path, [
+        {"id": "financiero_pg", "kind": "postgres", "frequency": "financiero", "conn_id": "pg_financiero"}])
+    code = "import runpy; runpy.run_path('dags/respaldo_dags.py')"
+    env = {"PATH": "/usr/bin:/bin", "RESPALDO_INVENTORY": str(inventory), "AIRFLOW_HOME": str(tmp_path / "af"),
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg://nobody@192.0.2.1:1/none"}
+    proc = subprocess.run(["strace", "-f", "-qq", "-e", "trace=connect", sys.executable, "-c", code],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [line for line in proc.stderr.splitlines() if "AF_INET" in line] == []

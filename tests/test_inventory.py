@@ -1,0 +1,189 @@
+"""The inventory: a bad one is rejected with every problem at once, each with its line and a hint."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from respaldo.errors import InventoryError
+from respaldo.inventory import load_inventory
+
+ROOT = Path(__file__).resolve().parents[1]
+RESPALDO = ROOT / ".venv" / "bin" / "respaldo"
+
+GOOD = """\
+organization: Gobernación del Putumayo
+timezone: America/Bogota
+storage:
+  root: /var/backups/respaldo
+alerts:
+  email: [sistemas@example.gov.co]
+frequencies:
+  financiero:
+    schedule: ["0 13 * * *", "0 22 * * *"]
+  diario:
+    schedule: "0 23 * * *"
+  servidores_virtuales:
+    every_days: 8
+    at: "02:00"
+targets:
+  - id: financiero_pg
+    kind: postgres
+    frequency: financiero
+    mechanism: automatic
+    conn_id: pg_financiero
+    database: financiero
+    responsible: Profesional universitario área de sistemas
+  - id: sistema_pg
+    kind: postgres
+    frequency: diario
+    conn_id: pg_sistemas
+    responsible: Profesional universitario área de sistemas
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "inventory.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(InventoryError) as failure:
+        load_inventory(write(tmp_path, text))
+    return [str(p) for p in failure.value.problems]
+
+
+def test_a_good_inventory_loads_with_its_defaults(tmp_path):
+    inventory = load_inventory(write(tmp_path, GOOD))
+    assert [t.id for t in inventory.targets] == ["financiero_pg", "sistema_pg"]
+    assert inventory.register.conn_id == "respaldo_registro"
+    assert inventory.alerts.smtp_conn_id == "smtp_default"
+    assert inventory.frequencies["financiero"].crons == ["0 13 * * *", "0 22 * * *"]
+    assert inventory.frequencies["diario"].retries == 2
+    assert inventory.frequencies["diario"].retry_delay_minutes == 5
+    assert inventory.target("sistema_pg").mechanism == "automatic"
+
+
+def test_the_inventory_shipped_in_include_is_valid():
+    inventory = load_inventory(ROOT / "include" / "inventory.yaml")
+    assert {"financiero", "diario", "servidores_virtuales"} <= set(inventory.frequencies)
+
+
+def test_the_path_comes_from_respaldo_inventory_when_not_given(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESPALDO_INVENTORY", str(write(tmp_path, GOOD)))
+    assert load_inventory().path == str(tmp_path / "inventory.yaml")
+
+
+# (what is wrong, the change to GOOD, the line, words the message must contain)
+BAD_CASES = [
+    ("misspelled key", ("    responsible: Profesional universitario área de sistemas\n  - id: sistema_pg",
+                        "    responsable: X\n  - id: sistema_pg"), 22,
+     ["clave desconocida «responsable»", "¿Quiso decir «responsible»?"]),
+    ("missing field", ("    conn_id: pg_sistemas\n", ""), 23, ["falta el campo obligatorio «conn_id»"]),
+    ("duplicate id", ("id: sistema_pg", "id: financiero_pg"), 23, ["id «financiero_pg» repetido", "16, 23"]),
+    ("unknown frequency", ("frequency: diario", "frequency: diaria"), 25,
+     ["clase de frecuencia desconocida «diaria»", "¿Quiso decir «diario»?"]),
+    ("bad cron", ('"0 23 * * *"', '"0 24 * * *"'), 11, ["«0 24 * * *» no es una expresión cron válida"]),
+    ("id escaping the storage root", ("id: sistema_pg", "id: ../../etc"), 23,
+     ["«../../etc» no sirve como nombre"]),
+    ("unknown kind", ("kind: postgres\n    frequency: diario", "kind: postgresql\n    frequency: diario"), 24,
+     ["tipo «postgresql» no soportado", "¿Quiso decir «postgres»?"]),
+    ("relative storage root", ("root: /var/backups/respaldo", "root: respaldos"), 4, ["ruta absoluta"]),
+    ("unknown timezone", ("America/Bogota", "America/Bogata"), 2, ["zona horaria desconocida «America/Bogata»"]),
+    ("schedule and every_days together", ('    every_days: 8\n', '    every_days: 8\n    schedule: "0 1 * * *"\n'),
+     12, ["`schedule` (cron) o `every_days`"]),
+    ("a bad e-mail address", ("sistemas@example.gov.co", "sistemas.example.gov.co"), 6,
+     ["no es una dirección de correo"]),
+    ("manual mechanism not offered yet", ("    mechanism: automatic\n", "    mechanism: manual\n"), 19,
+     ["valor «manual» no permitido", "'automatic'"]),
+    ("broken YAML", ("  diario:\n", "  diario\n"), 11, ["YAML mal formado", "el bloque empieza en la línea 10"]),
+    ("duplicate key", ("    database: financiero\n", "    database: financiero\n    database: otra\n"), 22,
+     ["clave repetida"]),
+]
+
+
+@pytest.mark.parametrize(("old_new", "line", "words"), [c[1:] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES])
+def test_a_bad_inventory_names_the_problem_its_line_and_a_hint(tmp_path, old_new, line, words):
+    old, new = old_new
+    assert old in GOOD
+    found = problems(tmp_path, GOOD.replace(old, new, 1))
+    matching = [p for p in found if all(w in p for w in words)]
+    assert matching, found
+    assert any(p.startswith(f"{tmp_path / 'inventory.yaml'}:{line}:") for p in matching), matching
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    text = (GOOD.replace("responsible: Profesional universitario área de sistemas\n  - id", "responsable: X\n  - id")
+                .replace("frequency: diario", "frequency: diaria")
+                .replace('"0 23 * * *"', '"0 99 * * *"'))
+    found = problems(tmp_path, text)
+    assert len(found) >= 4, found
+    assert any("responsable" in p for p in found)
+    assert any("diaria" in p for p in found)
+    assert any("0 99" in p for p in found)
+
+
+def test_validate_prints_every_problem_without_a_traceback_and_exits_1(tmp_path):
+    text = GOOD.replace("frequency: diario", "frequency: diaria").replace("    conn_id: pg_sistemas\n", "")
+    path = write(tmp_path, text)
+    proc = subprocess.run([str(RESPALDO), "validate", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "El inventario tiene 2 problemas" in proc.stderr
+    assert f"{path}:25:" in proc.stderr and "conn_id" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_validate_reads_nothing_but_the_file(tmp_path):
+    """No network and no other file: the connections it names need not exist anywhere."""
+    path = write(tmp_path, GOOD)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RESPALDO"))}
+    env["AIRFLOW_HOME"] = str(tmp_path / "nonexistent")
+    proc = subprocess.run(["strace", "-f", "-qq", "-e", "trace=connect", str(RESPALDO), "validate", str(path)],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "inventario válido: 2 objetivos en 3 clases de frecuencia" in proc.stdout
+    inet = [line for line in proc.stderr.splitlines() if "AF_INET" in line]
+    assert inet == []
+
+
+def test_validate_of_a_missing_file_says_where_to_point_it(tmp_path):
+    proc = subprocess.run([str(RESPALDO), "validate", str(tmp_path / "no.yaml")], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "no existe el archivo de inventario" in proc.stderr and "RESPALDO_INVENTORY" in proc.stderr
+
+
+def test_inventory_counts_by_kind_and_frequency_class(tmp_path):
+    proc = subprocess.run([str(RESPALDO), "inventory", str(write(tmp_path, GOOD))], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    header = next(line for line in lines if "financiero" in line and "diario" in line and "total" in line)
+    columns = header.split()
+    databases = next(line for line in lines if line.startswith("bases de datos")).split()[3:]
+    assert dict(zip(columns, databases, strict=True)) == {
+        "diario": "1", "financiero": "1", "servidores_virtuales": "0", "total": "2"}
+    assert "Por tipo: postgres 2" in proc.stdout
+    assert "respaldo_servidores_virtuales: cada 8 días a las 02:00 (America/Bogota); 0 objetivos" in proc.stdout
+
+
+def test_the_schema_documents_every_target_field():
+    """The schema is the documentation: every field a user writes has a description."""
+    from respaldo.sources import SOURCES
+
+    for source in SOURCES.values():
+        for name, field in source.model.model_fields.items():
+            if name != "kind":
+                assert field.description, f"{source.kind}.{name} has no description"
+
+
+@pytest.mark.parametrize("text", [textwrap.dedent("""\
+    - just
+    - a list
+    """), "", "solo texto"])
+def test_an_inventory_that_is_not_a_mapping_is_rejected_plainly(tmp_path, text):
+    assert problems(tmp_path, text) == [f"{tmp_path / 'inventory.yaml'}:1: el inventario debe ser un bloque de "
+                                        "claves (organization, storage, frequencies, targets...)."]
