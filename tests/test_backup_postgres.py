@@ -256,3 +256,21 @@ def test_a_copy_stamped_outside_the_run_is_rejected(source_pg, tmp_path):
     with pytest.raises(AirflowFailException, match="no está dentro de la ejecución"):
         tasks.verificar_fecha(FINANCIERO | {"mechanism": "automatic", "responsible": "x"},
                               {"timezone": "America/Bogota"}, info)
+
+
+def test_a_full_disk_fails_the_copy_plainly_and_keeps_earlier_backups(backups, register_rows):
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(backups.root)], check=True)
+    try:
+        earlier = backups.root / "financiero" / "financiero_pg" / "2026" / "01" / "financiero_pg_20260101T130000.dump.zst"
+        earlier.parent.mkdir(parents=True)
+        earlier.write_bytes(b"copia anterior")
+        backups.write([FINANCIERO])
+        run = backups.run("respaldo_financiero")
+
+        [row] = register_rows(target="financiero_pg", run_id=run.run_id)
+        assert row["status"] == "failed" and row["step"] == "copia"
+        assert f"pg_dump se quedó sin espacio en disco en {backups.root}/.staging/" in row["error"]
+        assert earlier.read_bytes() == b"copia anterior"
+        assert [p for p in backups.root.rglob("*") if p.is_file()] == [earlier]
+    finally:
+        subprocess.run(["umount", str(backups.root)], check=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -99,6 +100,10 @@ def run_to_file(
         dest.unlink(missing_ok=True)
         reason = f"terminó con la señal {-returncode}" if returncode < 0 else f"terminó con código {returncode}"
         detail = f": {error_text[-2000:]}" if error_text else ""
+        if "No space left on device" in error_text:
+            free = shutil.disk_usage(dest.parent).free
+            reason = (f"se quedó sin espacio en disco en {dest.parent} ({human_bytes(free)} libres); libere espacio "
+                      f"o amplíe el disco y vuelva a ejecutar ({reason})")
         raise CopyError(f"{what} {reason}{detail}")
     if error_text:
         log.warning("%s avisó: %s", what, error_text[-2000:])

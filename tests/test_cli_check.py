@@ -1,0 +1,38 @@
+"""`respaldo check`: every source, the register and the storage folder answer (or say why not)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from conftest import BACKUP_PASSWORD, write_inventory
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_check_reports_each_source_and_fails_when_one_does_not_answer(source_pg, tmp_path):
+    root = tmp_path / "respaldos"
+    root.mkdir()
+    inventory = write_inventory(tmp_path / "inv.yaml", root, [
+        {"id": "financiero_pg", "kind": "postgres", "frequency": "financiero", "conn_id": "pg_fuente"},
+        {"id": "clave_mala_pg", "kind": "postgres", "frequency": "diario", "conn_id": "pg_clave_mala"},
+    ])
+    proc = subprocess.run([str(ROOT / ".venv/bin/respaldo"), "check", str(inventory)], capture_output=True,
+                          text=True)
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert lines[0].startswith(f"[OK] carpeta de respaldos: {root} (")
+    assert "[OK] registro FT-GTI-004: conexión «respaldo_registro» responde" in lines
+    assert f"[OK] financiero_pg: base «financiero» en 127.0.0.1:{source_pg.port} como respaldo_lector" in lines
+    [bad] = [line for line in lines if line.startswith("[FALLA] clave_mala_pg")]
+    assert "password authentication failed" in bad
+    assert BACKUP_PASSWORD not in proc.stdout + proc.stderr
+
+
+def test_check_says_when_the_storage_folder_is_missing(source_pg, tmp_path):
+    inventory = write_inventory(tmp_path / "inv.yaml", tmp_path / "no_existe", [
+        {"id": "financiero_pg", "kind": "postgres", "frequency": "financiero", "conn_id": "pg_fuente"}])
+    proc = subprocess.run([str(ROOT / ".venv/bin/respaldo"), "check", str(inventory)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 1
+    assert f"[FALLA] carpeta de respaldos: {tmp_path / 'no_existe'} no existe o no se puede escribir" in proc.stdout
