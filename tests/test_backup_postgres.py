@@ -261,7 +261,7 @@ def test_a_copy_stamped_outside_the_run_is_rejected(source_pg, tmp_path):
 def test_a_full_disk_fails_the_copy_plainly_and_keeps_earlier_backups(backups, register_rows):
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(backups.root)], check=True)
     try:
-        earlier = backups.root / "financiero" / "financiero_pg" / "2026" / "01" / "financiero_pg_20260101T130000.dump.zst"
+        earlier = backups.root / "financiero/financiero_pg/2026/01/financiero_pg_20260101T130000.dump.zst"
         earlier.parent.mkdir(parents=True)
         earlier.write_bytes(b"copia anterior")
         backups.write([FINANCIERO])
