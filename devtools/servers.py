@@ -172,3 +172,103 @@ class SmtpServer:
 
         return json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": self.port,
                            "extra": {"disable_ssl": True, "disable_tls": True, "from_email": from_email}})
+
+
+SSH_TEST_USER = "respaldo_prueba"
+
+
+@dataclass
+class SshServer:
+    """OpenSSH's sshd on loopback with its own host key, for one local account.
+
+    The account (``respaldo_prueba``) is created if missing and unlocked; it logs in with the key made
+    here, or with ``password``. Runs as root (sshd needs it to switch to the account).
+    """
+
+    password: str = "Clave-SSH:prueba/2026"
+    user: str = SSH_TEST_USER
+    port: int = 0
+    process: subprocess.Popen | None = None
+    dir: Path | None = None
+
+    def start(self) -> SshServer:
+        self.dir = Path(tempfile.mkdtemp(prefix="respaldo-sshd-"))
+        os.chmod(self.dir, 0o755)
+        Path("/run/sshd").mkdir(exist_ok=True)
+        try:
+            pwd.getpwnam(self.user)
+        except KeyError:
+            subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", self.user], check=True)
+        subprocess.run(["chpasswd"], input=f"{self.user}:{self.password}", text=True, check=True)
+        for name in ("host", "client"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"respaldo-{name}",
+                            "-f", str(self.dir / name)], check=True)
+        (self.dir / "authorized_keys").write_text((self.dir / "client.pub").read_text())
+        os.chmod(self.dir / "authorized_keys", 0o644)
+        self.port = self.port or free_port()
+        config = self.dir / "sshd_config"
+        config.write_text(f"""
+Port {self.port}
+ListenAddress 127.0.0.1
+HostKey {self.dir / 'host'}
+PidFile {self.dir / 'sshd.pid'}
+AuthorizedKeysFile {self.dir / 'authorized_keys'}
+StrictModes no
+UsePAM no
+PasswordAuthentication yes
+KbdInteractiveAuthentication no
+PermitRootLogin no
+AllowUsers {self.user}
+Subsystem sftp internal-sftp
+MaxStartups 100
+LogLevel VERBOSE
+""")
+        log = open(self.dir / "sshd.log", "wb")  # noqa: SIM115 - lives as long as the server
+        self.process = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stderr=log)
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    @property
+    def host_key(self) -> str:
+        """The server's public key as ``ssh-ed25519 AAAA...`` (what the connection's host_key holds)."""
+        kind, key, *_ = (self.dir / "host.pub").read_text().split()
+        return f"{kind} {key}"
+
+    @property
+    def private_key(self) -> str:
+        return (self.dir / "client").read_text()
+
+    def connection_json(self, *, key: bool = True, password: str | None = None, host_key: str | None = None,
+                        port: int | None = None) -> str:
+        import json
+
+        extra = {"host_key": host_key or self.host_key}
+        if key:
+            extra["private_key"] = self.private_key
+        connection = {"conn_type": "ssh", "host": "127.0.0.1", "port": port or self.port, "login": self.user,
+                      "extra": extra}
+        if password is not None:
+            connection["password"] = password
+        return json.dumps(connection)
+
+    def session_pids(self) -> list[int]:
+        """PIDs of the sshd processes serving a session of the test account right now."""
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmdline.startswith(f"sshd: {self.user}".encode()):
+                found.append(int(pid))
+        return found

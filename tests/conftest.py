@@ -164,3 +164,22 @@ def backups(tmp_path, monkeypatch, source_pg, smtp):
 
     Backups.root.mkdir()
     return Backups()
+
+
+@pytest.fixture(scope="session")
+def sshd():
+    """A real sshd on loopback; connections ``ssh_pruebas`` (key), ``ssh_clave`` (password) and broken ones."""
+    from devtools.servers import SshServer, free_port
+
+    server = SshServer().start()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(server.dir / "otro")], check=True)
+    foreign_key = " ".join((server.dir / "otro.pub").read_text().split()[:2])
+    os.environ.update(
+        AIRFLOW_CONN_SSH_PRUEBAS=server.connection_json(),
+        AIRFLOW_CONN_SSH_CLAVE=server.connection_json(key=False, password=server.password),
+        AIRFLOW_CONN_SSH_CLAVE_MALA=server.connection_json(key=False, password="no-es-la-clave"),
+        AIRFLOW_CONN_SSH_LLAVE_AJENA=server.connection_json(host_key=foreign_key),
+        AIRFLOW_CONN_SSH_CAIDO=server.connection_json(port=free_port()),
+    )
+    yield server
+    server.cleanup()

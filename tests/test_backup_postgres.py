@@ -269,7 +269,8 @@ def test_a_full_disk_fails_the_copy_plainly_and_keeps_earlier_backups(backups, r
 
         [row] = register_rows(target="financiero_pg", run_id=run.run_id)
         assert row["status"] == "failed" and row["step"] == "copia"
-        assert f"pg_dump se quedó sin espacio en disco en {backups.root}/.staging/" in row["error"]
+        assert row["error"].startswith("Falló «copia»: pg_dump terminó con código 1: se quedó sin espacio en disco")
+        assert f"{backups.root}/.staging/" in row["error"]
         assert earlier.read_bytes() == b"copia anterior"
         assert [p for p in backups.root.rglob("*") if p.is_file()] == [earlier]
     finally:

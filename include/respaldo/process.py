@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
 
 from respaldo.errors import CopyError
@@ -51,6 +51,8 @@ def run_to_file(
     what: str,
     secrets: Sequence[str] = (),
     writes_dest_itself: bool = False,
+    ok_codes: Sequence[int] = (0,),
+    explain: Callable[[str], str] | None = None,
     interval: float = PROGRESS_INTERVAL_SECONDS,
 ) -> int:
     """Run a dump tool whose output goes to ``dest``; log progress; return the bytes written.
@@ -59,7 +61,9 @@ def run_to_file(
     ``pg_dump -Fc`` does); otherwise its standard output is sent to ``dest``. Progress is the size
     of ``dest`` polled every ``interval`` seconds, so it costs the copy nothing. On any failure,
     including this task being killed, the tool is stopped and ``dest`` removed: a partial copy never
-    survives. ``secrets`` are blanked out of the tool's error text before it is reported.
+    survives. ``secrets`` are blanked out of the tool's error text before it is reported; ``explain``
+    may turn that text into a plain reason put first. Exit codes in ``ok_codes`` count as success
+    (GNU tar's 1, "a file changed while it was read", still makes a valid archive).
     """
     dest.unlink(missing_ok=True)
     started = time.monotonic()
@@ -96,14 +100,17 @@ def run_to_file(
     for secret in secrets:
         if secret:
             error_text = error_text.replace(secret, "********")
-    if returncode != 0:
+    if returncode not in ok_codes:
         dest.unlink(missing_ok=True)
         reason = f"terminó con la señal {-returncode}" if returncode < 0 else f"terminó con código {returncode}"
         detail = f": {error_text[-2000:]}" if error_text else ""
+        plain = explain(error_text) if explain else ""
         if "No space left on device" in error_text:
             free = shutil.disk_usage(dest.parent).free
-            reason = (f"se quedó sin espacio en disco en {dest.parent} ({human_bytes(free)} libres); libere espacio "
-                      f"o amplíe el disco y vuelva a ejecutar ({reason})")
+            plain = (f"se quedó sin espacio en disco en {dest.parent} ({human_bytes(free)} libres); libere "
+                     "espacio o amplíe el disco y vuelva a ejecutar")
+        if plain:
+            detail = f": {plain}" + (f" Detalle: {error_text[-2000:]}" if error_text else "")
         raise CopyError(f"{what} {reason}{detail}")
     if error_text:
         log.warning("%s avisó: %s", what, error_text[-2000:])

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from respaldo.sources.base import CopyResult, Source, TargetBase
+from respaldo.sources.files import FilesSource
 from respaldo.sources.postgres import PostgresSource
 
-SOURCES: dict[str, Source] = {source.kind: source for source in (PostgresSource(),)}
+SOURCES: dict[str, Source] = {
+    source.kind: source
+    for source in (
+        PostgresSource(),
+        FilesSource(),
+    )
+}
 
 
 def source_for(kind: str) -> Source:

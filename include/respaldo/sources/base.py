@@ -65,11 +65,17 @@ class TargetBase(BaseModel):
 
 @dataclass(frozen=True)
 class CopyResult:
-    """What a copy produced: the staged file, its size and the date the source system stamped in it."""
+    """What a copy produced: the staged file and its size.
+
+    A source that compresses while it copies (so a huge image never lands uncompressed on the local
+    disk) sets ``compressed`` and gives the uncompressed size and the compressed file's sha256.
+    """
 
     path: Path
     bytes: int
-    stamped_at: dt.datetime | None
+    compressed: bool = False
+    original_bytes: int | None = None
+    sha256: str | None = None
 
 
 class Source(ABC):
@@ -93,9 +99,13 @@ class Source(ABC):
     def copy(self, target: TargetBase, dest: Path, log: logging.Logger) -> CopyResult:
         """Take the copy into ``dest`` (a new file); raise :class:`~respaldo.errors.CopyError`."""
 
-    @abstractmethod
     def read_stamp(self, target: TargetBase, path: Path) -> dt.datetime | None:
-        """Return the creation date the source system stamped inside the copy, if it has one."""
+        """The creation date the system assigned to the copy.
+
+        By default the date the filesystem stamped on the staged file when the copy wrote it; kinds
+        whose dump carries its own date (pg_dump's header, mariadb-dump's footer) read that instead.
+        """
+        return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).replace(microsecond=0)
 
     @abstractmethod
     def check(self, target: TargetBase) -> str:

@@ -108,7 +108,7 @@ class PostgresSource(Source):
         if size == 0:
             dest.unlink(missing_ok=True)
             raise CopyError("pg_dump no produjo datos: la copia está vacía")
-        return CopyResult(path=dest, bytes=size, stamped_at=self.read_stamp(target, dest))
+        return CopyResult(path=dest, bytes=size)
 
     def read_stamp(self, target: PostgresTarget, path: Path) -> dt.datetime:
         """Read "Archive created at" from the dump's header; a dump without a readable one is broken."""

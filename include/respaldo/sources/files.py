@@ -1,0 +1,138 @@
+"""Folders of files, on this machine or on a server reached over SSH, as one tar stream.
+
+GNU tar in POSIX (pax) format keeps what a restore needs: names with spaces and accents, symlinks,
+empty folders, permission bits and modification times (to the nanosecond). Over SSH the remote
+``tar`` writes to its standard output and OpenSSH carries it here; the server's host key is always
+verified. Restore with standard tools: ``zstd -dc X.tar.zst | tar -x -C DESTINO``.
+
+Least privileges: an account that can read every file it must copy (for example a member of the
+group that owns the portal's folder); it needs no write access anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from respaldo.errors import CopyError
+from respaldo.process import run_to_file
+from respaldo.sources.base import CopyResult, Source, TargetBase
+from respaldo.ssh import explain_ssh_failure, ssh_session
+
+#: GNU tar exits 1 when a file changed while it was read: the archive is still complete and valid.
+TAR_OK = (0, 1)
+
+
+def _relative(value: str) -> str:
+    path = PurePosixPath(value)
+    if path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"«{value}» debe ser relativa a `path` y sin «..»")
+    return value
+
+
+class FilesTarget(TargetBase):
+    """A folder tree, local or on a server reached over SSH."""
+
+    kind: Literal["files"]
+    path: Annotated[
+        str,
+        Field(description="Carpeta base (ruta absoluta) en este servidor o en el remoto.",
+              examples=["/var/www/portal"]),
+    ]
+    include: Annotated[
+        list[str],
+        Field(min_length=1, description="Qué copiar, relativo a `path` (por defecto todo).",
+              examples=[["html", "uploads"]]),
+    ] = ["."]
+    exclude: Annotated[
+        list[str],
+        Field(description="Patrones que no se copian (comodines de tar: `*.log`, `cache/*`).",
+              examples=[["*.tmp", "cache"]]),
+    ] = []
+    conn_id: Annotated[
+        str | None,
+        Field(description="Conexión SSH de Airflow si la carpeta está en otro servidor; sin ella, en este.",
+              examples=["ssh_portal"]),
+    ] = None
+    known_hosts: Annotated[
+        str | None,
+        Field(description="Archivo known_hosts con la llave del servidor, si la conexión no trae «host_key».",
+              examples=["/etc/respaldo/known_hosts"]),
+    ] = None
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not PurePosixPath(value).is_absolute():
+            raise ValueError(f"`path` debe ser una ruta absoluta, no «{value}»")
+        return value
+
+    @field_validator("include")
+    @classmethod
+    def _includes(cls, values: list[str]) -> list[str]:
+        return [_relative(v) for v in values]
+
+
+def tar_argv(path: str, include: list[str], exclude: list[str], *, sparse: bool = False) -> list[str]:
+    """GNU tar writing to stdout an archive of ``include`` (relative to ``path``)."""
+    argv = ["tar", "--create", "--file=-", "--format=posix", f"--directory={path}"]
+    if sparse:
+        argv.append("--sparse")
+    argv += [f"--exclude={pattern}" for pattern in exclude]
+    return [*argv, "--", *include]
+
+
+class FilesSource(Source):
+    kind = "files"
+    model = FilesTarget
+    extension = "tar"
+    label = "carpeta de archivos"
+    category = "archivos"
+    restore_hint = "mkdir DESTINO && zstd -dc {artifact} | tar -x -C DESTINO"
+
+    def copy(self, target: FilesTarget, dest: Path, log: logging.Logger) -> CopyResult:
+        argv = tar_argv(target.path, target.include, target.exclude)
+        if target.conn_id is None:
+            log.info("tar de %s (%s) en este servidor", target.path, ", ".join(target.include))
+            size = run_to_file(argv, dest, env=dict(os.environ), log=log, what="tar", ok_codes=TAR_OK)
+        else:
+            with ssh_session(target.conn_id, known_hosts=target.known_hosts) as session:
+                log.info("tar de %s (%s) en %s por SSH", target.path, ", ".join(target.include), session.describe())
+                size = run_to_file(
+                    session.argv(argv), dest, env=session.env, log=log, what=f"tar por SSH en {session.describe()}",
+                    secrets=session.secrets, ok_codes=TAR_OK,
+                    explain=lambda text: explain_ssh_failure(text, session),
+                )
+        if size == 0:
+            dest.unlink(missing_ok=True)
+            raise CopyError("tar no produjo datos: la copia está vacía")
+        return CopyResult(path=dest, bytes=size)
+
+    def check(self, target: FilesTarget) -> str:
+        folders = [str(PurePosixPath(target.path) / item) for item in target.include]
+        if target.conn_id is None:
+            missing = [folder for folder in folders if not os.access(folder, os.R_OK)]
+            if missing:
+                raise CopyError(f"No existe o no se puede leer: {', '.join(missing)}")
+            return f"{', '.join(folders)} en este servidor"
+        with ssh_session(target.conn_id, known_hosts=target.known_hosts) as session:
+            proc = subprocess.run(  # noqa: S603 - argv built here
+                session.argv(["sh", "-c", 'for f; do [ -r "$f" ] || { echo "$f"; exit 3; }; done', "sh", *folders]),
+                env=session.env, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
+            )
+            if proc.returncode == 3:
+                raise CopyError(f"No existe o no se puede leer en {session.describe()}: {proc.stdout.strip()}")
+            if proc.returncode != 0:
+                reason = explain_ssh_failure(proc.stderr, session) or proc.stderr.strip()
+                raise CopyError(f"SSH a {session.describe()}: {reason}")
+            return f"{', '.join(folders)} en {session.describe()}"
+
+    def summary(self, target: FilesTarget) -> str:
+        where = f"por SSH (conexión `{target.conn_id}`)" if target.conn_id else "en este servidor"
+        what = f"carpeta `{target.path}` {where}"
+        return f"{what}: {target.description}" if target.description else what
