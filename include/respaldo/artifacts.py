@@ -13,21 +13,28 @@ half-written ever carries a final name and no earlier artifact is ever overwritt
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
+import fcntl
 import hashlib
 import logging
 import os
 import re
 import shutil
+import subprocess
+import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import zstandard
 
-from respaldo.errors import ArtifactError
-from respaldo.process import PROGRESS_INTERVAL_SECONDS, human_bytes
+from respaldo.errors import ArtifactError, CopyError
+from respaldo.process import PROGRESS_INTERVAL_SECONDS, check_exit, human_bytes, no_space_message
+
+F_SETPIPE_SZ = 1031  # from <linux/fcntl.h>; not exposed by Python's fcntl before 3.12
 
 ZSTD_LEVEL = 3
 CHUNK = 4 * 1024 * 1024
@@ -59,9 +66,9 @@ class Artifact:
 
 
 class _HashingWriter:
-    """File writer that hashes what it writes and logs progress every few seconds."""
+    """File writer that hashes what it writes and (with ``total``) logs progress every few seconds."""
 
-    def __init__(self, handle, total: int, log: logging.Logger):
+    def __init__(self, handle, total: int | None, log: logging.Logger):
         self.handle = handle
         self.digest = hashlib.sha256()
         self.written = 0
@@ -74,7 +81,7 @@ class _HashingWriter:
         self.digest.update(data)
         self.written += len(data)
         now = time.monotonic()
-        if now - self.last >= PROGRESS_INTERVAL_SECONDS:
+        if self.total is not None and now - self.last >= PROGRESS_INTERVAL_SECONDS:
             self.last = now
             self.log.info("comprimir: %s comprimidos de un original de %s (%.0f s)",
                           human_bytes(self.written), human_bytes(self.total), now - self.started)
@@ -162,6 +169,87 @@ def compress(source: Path, final: Path, log: logging.Logger) -> Artifact:
     log.info("comprimir terminó: %s -> %s (%.1f%%) en %.1f s; sha256 %s", human_bytes(original),
              human_bytes(writer.written), 100 * writer.written / max(original, 1), elapsed, sha256)
     return Artifact(final, original, final.stat().st_size, sha256, f"zstd-{ZSTD_LEVEL}")
+
+
+class _CountingReader:
+    """Reads a tool's output, counting the bytes and logging progress every few seconds."""
+
+    def __init__(self, raw, log: logging.Logger, what: str):
+        self.raw = raw
+        self.log = log
+        self.what = what
+        self.count = 0
+        self.started = self.last = time.monotonic()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.count += len(data)
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_INTERVAL_SECONDS:
+            self.last = now
+            elapsed = now - self.started
+            self.log.info("%s: %s copiados y comprimidos en %.0f s (%s/s)", self.what, human_bytes(self.count),
+                          elapsed, human_bytes(self.count / elapsed))
+        return data
+
+
+def _grow_pipe(handle) -> None:
+    """Ask for a 1 MiB pipe: with the default 64 KiB, Python reads fall far behind the producer."""
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(handle.fileno(), F_SETPIPE_SZ, 1 << 20)
+
+
+def copy_compressed(argv: Sequence[str], dest: Path, *, env: Mapping[str, str], log: logging.Logger, what: str,
+                    secrets: Sequence[str] = (), ok_codes: Sequence[int] = (0,),
+                    explain: Callable[[str], str] | None = None) -> tuple[int, int, str]:
+    """Run a tool and compress its output into ``dest`` as it arrives; return (original, compressed, sha256).
+
+    For copies too big to land uncompressed on the local disk (virtual-server images): only the
+    compressed result is ever written. A failure or a kill removes ``dest``.
+    """
+    dest.unlink(missing_ok=True)
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1, write_checksum=True)
+    with tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen(  # noqa: S603 - argv is built by respaldo, never by a shell
+            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, env=dict(env)
+        )
+        try:
+            _grow_pipe(proc.stdout)
+            reader = _CountingReader(proc.stdout, log, what)
+            with open(dest, "xb") as handle:
+                writer = _HashingWriter(handle, None, log)
+                compressor.copy_stream(reader, writer, read_size=CHUNK, write_size=CHUNK)
+                handle.flush()
+                os.fsync(handle.fileno())
+            returncode = proc.wait()
+        except BaseException as err:
+            proc.kill()
+            proc.wait()
+            dest.unlink(missing_ok=True)
+            if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+                raise CopyError(f"{what}: {no_space_message(dest.parent)}") from err
+            raise
+        stderr.seek(0)
+        error_text = stderr.read().decode("utf-8", "replace").strip()
+    check_exit(what, returncode, error_text, dest, log=log, ok_codes=ok_codes, secrets=secrets, explain=explain)
+    elapsed = time.monotonic() - reader.started
+    log.info("%s terminó: %s copiados, %s comprimidos, en %.1f s (%s/s)", what, human_bytes(reader.count),
+             human_bytes(writer.written), elapsed, human_bytes(reader.count / max(elapsed, 1e-9)))
+    return reader.count, writer.written, writer.digest.hexdigest()
+
+
+def place_compressed(staged: Path, final: Path, sha256: str, original_bytes: int, log: logging.Logger) -> Artifact:
+    """Give an already-compressed copy its final name (same filesystem: no data is copied)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():
+        if _sha256_of(final) != sha256:
+            raise ArtifactError(f"Ya existe otro respaldo con el nombre {final}; no se sobrescribe.")
+    else:
+        os.link(staged, final)
+        _fsync_dir(final.parent)
+    _write_checksum_file(final, sha256)
+    log.info("Respaldo %s (%s, comprimido al copiar; sha256 %s)", final, human_bytes(final.stat().st_size), sha256)
+    return Artifact(final, original_bytes, final.stat().st_size, sha256, f"zstd-{ZSTD_LEVEL}")
 
 
 def remove_staging(path: Path) -> None:

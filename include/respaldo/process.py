@@ -97,25 +97,45 @@ def run_to_file(
             stdout.close()
         stderr.seek(0)
         error_text = stderr.read().decode("utf-8", "replace").strip()
-    for secret in secrets:
-        if secret:
-            error_text = error_text.replace(secret, "********")
-    if returncode not in ok_codes:
-        dest.unlink(missing_ok=True)
-        reason = f"terminó con la señal {-returncode}" if returncode < 0 else f"terminó con código {returncode}"
-        detail = f": {error_text[-2000:]}" if error_text else ""
-        plain = explain(error_text) if explain else ""
-        if "No space left on device" in error_text:
-            free = shutil.disk_usage(dest.parent).free
-            plain = (f"se quedó sin espacio en disco en {dest.parent} ({human_bytes(free)} libres); libere "
-                     "espacio o amplíe el disco y vuelva a ejecutar")
-        if plain:
-            detail = f": {plain}" + (f" Detalle: {error_text[-2000:]}" if error_text else "")
-        raise CopyError(f"{what} {reason}{detail}")
-    if error_text:
-        log.warning("%s avisó: %s", what, error_text[-2000:])
+    check_exit(what, returncode, error_text, dest, log=log, ok_codes=ok_codes, secrets=secrets, explain=explain)
     size = dest.stat().st_size if dest.exists() else 0
     elapsed = time.monotonic() - started
     log.info("%s terminó: %s en %.1f s (%s/s)", what, human_bytes(size), elapsed,
              human_bytes(size / max(elapsed, 1e-9)))
     return size
+
+
+def check_exit(
+    what: str,
+    returncode: int,
+    error_text: str,
+    dest: Path,
+    *,
+    log: logging.Logger,
+    ok_codes: Sequence[int] = (0,),
+    secrets: Sequence[str] = (),
+    explain: Callable[[str], str] | None = None,
+) -> None:
+    """Raise a plain :class:`CopyError` (and remove ``dest``) if a tool failed; log its warnings if not."""
+    for secret in secrets:
+        if secret:
+            error_text = error_text.replace(secret, "********")
+    if returncode in ok_codes:
+        if error_text:
+            log.warning("%s avisó: %s", what, error_text[-2000:])
+        return
+    dest.unlink(missing_ok=True)
+    reason = f"terminó con la señal {-returncode}" if returncode < 0 else f"terminó con código {returncode}"
+    detail = f": {error_text[-2000:]}" if error_text else ""
+    plain = explain(error_text) if explain else ""
+    if "No space left on device" in error_text:
+        plain = no_space_message(dest.parent)
+    if plain:
+        detail = f": {plain}" + (f" Detalle: {error_text[-2000:]}" if error_text else "")
+    raise CopyError(f"{what} {reason}{detail}")
+
+
+def no_space_message(folder: Path) -> str:
+    free = shutil.disk_usage(folder).free
+    return (f"se quedó sin espacio en disco en {folder} ({human_bytes(free)} libres); libere espacio o amplíe el "
+            "disco y vuelva a ejecutar")

@@ -53,17 +53,21 @@ def copia(target: dict[str, Any], settings: dict[str, Any], **context: Any) -> d
     artifacts.remove_staging(staging)
     staging.mkdir(parents=True, exist_ok=True)
     started = _utcnow()
+    name = f"{model.id}.{source.extension}" + (".zst" if source.compresses else "")
     try:
-        result = source.copy(model, staging / f"{model.id}.{source.extension}", log)
+        result = source.copy(model, staging / name, log)
     except BaseException:
         artifacts.remove_staging(staging)
         raise
-    return {
+    done = {
         "staging": str(result.path),
         "bytes": result.bytes,
         "started_at": started.isoformat(),
         "copied_at": _utcnow().isoformat(),
     }
+    if result.compressed:
+        done.update(compressed=True, original_bytes=result.original_bytes, sha256=result.sha256)
+    return done
 
 
 def verificar_fecha(target: dict[str, Any], settings: dict[str, Any], copy: dict[str, Any],
@@ -113,7 +117,10 @@ def comprimir(target: dict[str, Any], settings: dict[str, Any], checked: dict[st
         raise RespaldoError(f"La copia {staging} ya no está; vuelva a ejecutar desde «copia».")
     backup_at = dt.datetime.fromisoformat(checked["backup_at"]).astimezone(zoneinfo.ZoneInfo(settings["timezone"]))
     final = artifacts.artifact_path(settings["root"], model.frequency, model.id, backup_at, source.extension)
-    artifact = artifacts.compress(staging, final, log)
+    if checked.get("compressed"):
+        artifact = artifacts.place_compressed(staging, final, checked["sha256"], checked["original_bytes"], log)
+    else:
+        artifact = artifacts.compress(staging, final, log)
     artifacts.remove_staging(staging.parent)
     return {
         **checked,
@@ -210,8 +217,9 @@ class RecordFailure:
             if known.get(key):
                 setattr(row, key, dt.datetime.fromisoformat(known[key]))
         row.started_at = row.started_at or getattr(ti, "start_date", None)
-        for key in ("artifact_path", "original_bytes", "compressed_bytes", "sha256", "compression"):
-            setattr(row, key, known.get(key))
+        if known.get("artifact_path"):  # only an artifact that exists is worth naming
+            for key in ("artifact_path", "original_bytes", "compressed_bytes", "sha256", "compression"):
+                setattr(row, key, known.get(key))
         row.finished_at = _utcnow()
         artifacts.remove_staging(artifacts.staging_dir(self.settings["root"], model.frequency, model.id,
                                                        context["run_id"]))

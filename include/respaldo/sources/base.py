@@ -94,6 +94,8 @@ class Source(ABC):
     category: ClassVar[str]
     #: Restore instructions shown in the DAG docs; ``{artifact}`` is the artifact's path.
     restore_hint: ClassVar[str]
+    #: Whether :meth:`copy` compresses as it copies (its ``dest`` then ends in ``.zst``).
+    compresses: ClassVar[bool] = False
 
     @abstractmethod
     def copy(self, target: TargetBase, dest: Path, log: logging.Logger) -> CopyResult:

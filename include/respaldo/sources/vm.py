@@ -1,0 +1,143 @@
+"""Virtual servers: disk images on a hypervisor reached over SSH, every eight days by default.
+
+The images travel as one tar stream (``--sparse``, so unallocated space costs nothing) and are
+compressed as they arrive: an image of tens of GB never lands uncompressed on the local disk, and
+memory stays flat. Optional commands run on the hypervisor before (take a snapshot, export a domain,
+``qemu-img convert``) and after the copy (drop the snapshot); their output goes to the task log, and
+the "after" command runs even when the copy fails. Restore with standard tools:
+``zstd -dc X.tar.zst | tar -xS -C DESTINO``.
+
+Least privileges: an account on the hypervisor that can read the images (and run the before/after
+commands, e.g. through a narrow sudo rule); nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from respaldo.artifacts import copy_compressed
+from respaldo.errors import CopyError
+from respaldo.sources.base import CopyResult, Source, TargetBase
+from respaldo.sources.files import TAR_OK, tar_argv
+from respaldo.ssh import SshSession, explain_ssh_failure, ssh_session
+
+HOOK_OUTPUT_LIMIT = 20_000
+
+
+class VmTarget(TargetBase):
+    """Disk images of a virtual server, on a hypervisor reached over SSH."""
+
+    kind: Literal["vm"]
+    conn_id: Annotated[
+        str, Field(min_length=1, description="Conexión SSH de Airflow al hipervisor.", examples=["ssh_hipervisor"])
+    ]
+    images: Annotated[
+        list[str],
+        Field(min_length=1, description="Rutas absolutas de las imágenes de disco en el hipervisor.",
+              examples=[["/var/lib/libvirt/images/correo.qcow2"]]),
+    ]
+    before: Annotated[
+        str | None,
+        Field(description="Comando (sh) en el hipervisor antes de copiar: tomar una instantánea, exportar...",
+              examples=["virsh snapshot-create-as correo respaldo --disk-only --atomic"]),
+    ] = None
+    after: Annotated[
+        str | None,
+        Field(description="Comando (sh) en el hipervisor después de copiar, aunque la copia falle.",
+              examples=["virsh blockcommit correo vda --active --pivot"]),
+    ] = None
+    known_hosts: Annotated[
+        str | None,
+        Field(description="Archivo known_hosts con la llave del hipervisor, si la conexión no trae «host_key».",
+              examples=["/etc/respaldo/known_hosts"]),
+    ] = None
+
+    @field_validator("images")
+    @classmethod
+    def _absolute(cls, values: list[str]) -> list[str]:
+        for value in values:
+            path = PurePosixPath(value)
+            if not path.is_absolute() or ".." in path.parts:
+                raise ValueError(f"«{value}» debe ser una ruta absoluta sin «..»")
+        return values
+
+
+def _run_hook(session: SshSession, label: str, command: str, log: logging.Logger) -> None:
+    """Run a before/after command on the hypervisor; its output goes to the task log."""
+    log.info("Comando «%s» en %s: %s", label, session.describe(), command)
+    proc = subprocess.run(  # noqa: S603 - argv built here; the command is the inventory's, run remotely
+        session.argv(["sh", "-c", command]), env=session.env, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, check=False,
+    )
+    for stream, text in (("salida", proc.stdout), ("errores", proc.stderr)):
+        for line in text[-HOOK_OUTPUT_LIMIT:].splitlines():
+            log.info("«%s» (%s): %s", label, stream, line)
+    if proc.returncode != 0:
+        reason = explain_ssh_failure(proc.stderr, session) or (proc.stderr.strip()[-500:] or "sin mensaje")
+        raise CopyError(f"El comando «{label}» falló en {session.describe()} (código {proc.returncode}): {reason}")
+
+
+class VmSource(Source):
+    kind = "vm"
+    model = VmTarget
+    extension = "tar"
+    label = "servidor virtual (imágenes de disco)"
+    category = "servidores virtuales"
+    restore_hint = "mkdir DESTINO && zstd -dc {artifact} | tar -xS -C DESTINO"
+    compresses = True
+
+    def copy(self, target: VmTarget, dest: Path, log: logging.Logger) -> CopyResult:
+        relative = [str(PurePosixPath(image).relative_to("/")) for image in target.images]
+        with ssh_session(target.conn_id, known_hosts=target.known_hosts) as session:
+            try:
+                if target.before:
+                    _run_hook(session, "antes", target.before, log)
+                log.info("Copiando %s desde %s, comprimiendo al llegar", ", ".join(target.images), session.describe())
+                original, compressed, sha256 = copy_compressed(
+                    session.argv(tar_argv("/", relative, [], sparse=True)), dest, env=session.env, log=log,
+                    what=f"copia de imágenes por SSH desde {session.describe()}", secrets=session.secrets,
+                    ok_codes=TAR_OK, explain=lambda text: explain_ssh_failure(text, session),
+                )
+            except BaseException as copy_error:
+                if target.after:
+                    try:
+                        _run_hook(session, "después", target.after, log)
+                    except CopyError as after_error:
+                        log.error("%s", after_error)
+                        if isinstance(copy_error, CopyError):
+                            raise CopyError(f"{copy_error} Además: {after_error}") from copy_error
+                raise
+            if target.after:
+                try:
+                    _run_hook(session, "después", target.after, log)
+                except CopyError as err:
+                    dest.unlink(missing_ok=True)
+                    raise CopyError(f"La copia terminó, pero {str(err)[0].lower()}{str(err)[1:]} Revise el "
+                                    "hipervisor (¿quedó una instantánea abierta?) y vuelva a ejecutar.") from err
+        if original == 0:
+            dest.unlink(missing_ok=True)
+            raise CopyError("La copia de las imágenes está vacía.")
+        return CopyResult(path=dest, bytes=compressed, compressed=True, original_bytes=original, sha256=sha256)
+
+    def check(self, target: VmTarget) -> str:
+        with ssh_session(target.conn_id, known_hosts=target.known_hosts) as session:
+            proc = subprocess.run(  # noqa: S603 - argv built here
+                session.argv(["sh", "-c", 'for f; do [ -r "$f" ] || { echo "$f"; exit 3; }; done', "sh",
+                              *target.images]),
+                env=session.env, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
+            )
+            if proc.returncode == 3:
+                raise CopyError(f"No existe o no se puede leer en {session.describe()}: {proc.stdout.strip()}")
+            if proc.returncode != 0:
+                raise CopyError(f"SSH a {session.describe()}: "
+                                f"{explain_ssh_failure(proc.stderr, session) or proc.stderr.strip()}")
+            return f"{len(target.images)} imagen(es) en {session.describe()}"
+
+    def summary(self, target: VmTarget) -> str:
+        what = f"{len(target.images)} imagen(es) de disco por SSH (conexión `{target.conn_id}`)"
+        return f"{what}: {target.description}" if target.description else what
