@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from respaldo.sources.base import CopyResult, Source, TargetBase
 from respaldo.sources.files import FilesSource
+from respaldo.sources.portal import PortalSource
 from respaldo.sources.postgres import PostgresSource
+from respaldo.sources.vm import VmSource
 
 SOURCES: dict[str, Source] = {
     source.kind: source
     for source in (
         PostgresSource(),
         FilesSource(),
+        VmSource(),
+        PortalSource(),
     )
 }
 

@@ -78,11 +78,14 @@ class FilesTarget(TargetBase):
         return [_relative(v) for v in values]
 
 
-def tar_argv(path: str, include: list[str], exclude: list[str], *, sparse: bool = False) -> list[str]:
-    """GNU tar writing to stdout an archive of ``include`` (relative to ``path``)."""
+def tar_argv(path: str, include: list[str], exclude: list[str], *, sparse: bool = False,
+             prefix: str | None = None) -> list[str]:
+    """GNU tar writing to stdout an archive of ``include`` (relative to ``path``), names under ``prefix``."""
     argv = ["tar", "--create", "--file=-", "--format=posix", f"--directory={path}"]
     if sparse:
         argv.append("--sparse")
+    if prefix:  # symlink targets are left alone (flag S), so links keep pointing where they did
+        argv.append(f"--transform=s,^,{prefix},S")
     argv += [f"--exclude={pattern}" for pattern in exclude]
     return [*argv, "--", *include]
 

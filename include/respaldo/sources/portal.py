@@ -1,0 +1,165 @@
+"""Web portals: the portal's database and its files, copied in the same run, in one artifact.
+
+The artifact is a tar holding ``archivos/`` (the portal's folder tree, local or over SSH, exactly as
+the ``files`` kind copies it) and ``base_de_datos.dump`` (PostgreSQL, pg_dump's custom format) or
+``base_de_datos.sql`` (MySQL/MariaDB), so one file restores the whole portal:
+
+    mkdir portal && zstd -dc X.tar.zst | tar -x -C portal
+    createdb NUEVA && pg_restore --no-owner -d NUEVA portal/base_de_datos.dump
+    #   (MySQL/MariaDB: mariadb NUEVA < portal/base_de_datos.sql)
+    cp -a portal/archivos/. /var/www/portal/
+
+The creation date is the one the database dump carries (pg_dump's header, mariadb-dump's footer).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from respaldo.errors import CopyError, DateCheckError
+from respaldo.process import run_to_file
+from respaldo.sources.base import CopyResult, Source, TargetBase
+from respaldo.sources.files import TAR_OK, FilesTarget, tar_argv
+from respaldo.ssh import explain_ssh_failure, ssh_session
+
+DATABASE_MEMBER = "base_de_datos"
+FILES_PREFIX = "archivos/"
+
+
+class PortalDatabase(BaseModel):
+    """The portal's database."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Annotated[Literal["postgres", "mysql"], Field(description="Motor de la base del portal.")]
+    conn_id: Annotated[str, Field(min_length=1, description="Conexión de Airflow de la base.",
+                                  examples=["mysql_portal"])]
+    database: Annotated[str | None, Field(min_length=1, description="Base; por defecto la de la conexión.",
+                                          examples=["portal_web"])] = None
+    exclude_tables: Annotated[list[str], Field(description="Tablas que no se copian (cachés, sesiones).",
+                                               examples=[["cache_page"]])] = []
+
+
+class PortalFiles(BaseModel):
+    """The portal's files."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: Annotated[str, Field(description="Carpeta del portal (ruta absoluta).", examples=["/var/www/portal"])]
+    include: Annotated[list[str], Field(min_length=1, description="Qué copiar, relativo a `path`.")] = ["."]
+    exclude: Annotated[list[str], Field(description="Patrones que no se copian.", examples=[["cache/*"]])] = []
+    conn_id: Annotated[str | None, Field(description="Conexión SSH si los archivos están en otro servidor.",
+                                         examples=["ssh_portal"])] = None
+    known_hosts: Annotated[str | None, Field(description="known_hosts con la llave del servidor.")] = None
+
+
+class PortalTarget(TargetBase):
+    """A web portal: its database plus its files."""
+
+    kind: Literal["portal"]
+    database: Annotated[PortalDatabase, Field(description="La base de datos del portal.")]
+    files: Annotated[PortalFiles, Field(description="Los archivos del portal.")]
+
+    @field_validator("files")
+    @classmethod
+    def _valid_files(cls, value: PortalFiles) -> PortalFiles:
+        FilesTarget.model_validate({"id": "portal", "kind": "files", "frequency": "x", "responsible": "x",
+                                    **value.model_dump()})
+        return value
+
+
+def _as_target(portal: PortalTarget, kind: str, fields: dict[str, Any]) -> TargetBase:
+    from respaldo.sources import source_for
+
+    common = {"id": portal.id, "frequency": portal.frequency, "responsible": portal.responsible}
+    return source_for(kind).model.model_validate({**common, **fields, "kind": kind})
+
+
+class PortalSource(Source):
+    kind = "portal"
+    model = PortalTarget
+    extension = "tar"
+    label = "portal web (base de datos y archivos)"
+    category = "portales web"
+    restore_hint = ("mkdir portal && zstd -dc {artifact} | tar -x -C portal; luego restaure "
+                    "portal/base_de_datos.* con pg_restore o mariadb y copie portal/archivos/")
+
+    def _database(self, target: PortalTarget) -> tuple[Source, TargetBase]:
+        from respaldo.sources import source_for
+
+        source = source_for(target.database.kind)
+        return source, _as_target(target, target.database.kind, target.database.model_dump(exclude={"kind"}))
+
+    def pool(self, target: PortalTarget) -> str:
+        return target.pool or f"respaldo_{target.database.conn_id}"
+
+    def copy(self, target: PortalTarget, dest: Path, log: logging.Logger) -> CopyResult:
+        files = target.files
+        argv = tar_argv(files.path, files.include, files.exclude, prefix=FILES_PREFIX)
+        if files.conn_id is None:
+            log.info("Portal %s: archivos de %s en este servidor", target.id, files.path)
+            run_to_file(argv, dest, env=dict(os.environ), log=log, what="tar de los archivos del portal",
+                        ok_codes=TAR_OK)
+        else:
+            with ssh_session(files.conn_id, known_hosts=files.known_hosts) as session:
+                log.info("Portal %s: archivos de %s en %s por SSH", target.id, files.path, session.describe())
+                run_to_file(session.argv(argv), dest, env=session.env, log=log,
+                            what=f"tar de los archivos del portal por SSH en {session.describe()}",
+                            secrets=session.secrets, ok_codes=TAR_OK,
+                            explain=lambda text: explain_ssh_failure(text, session))
+        source, database = self._database(target)
+        dump = dest.with_name(f"{DATABASE_MEMBER}.{source.extension}")
+        try:
+            log.info("Portal %s: base de datos (%s)", target.id, source.label)
+            source.copy(database, dump, log)
+            proc = subprocess.run(  # noqa: S603 - fixed argv
+                ["tar", "--append", f"--file={dest}", "--format=posix", f"--directory={dump.parent}", "--",
+                 dump.name], capture_output=True, text=True, check=False,
+            )
+            if proc.returncode != 0:
+                raise CopyError(f"No se pudo unir la base a los archivos del portal: {proc.stderr.strip()}")
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        finally:
+            dump.unlink(missing_ok=True)
+        return CopyResult(path=dest, bytes=dest.stat().st_size)
+
+    def read_stamp(self, target: PortalTarget, path: Path) -> dt.datetime | None:
+        """The database dump's own creation date, read from inside the portal's tar."""
+        source, database = self._database(target)
+        name = f"{DATABASE_MEMBER}.{source.extension}"
+        try:
+            with tarfile.open(path, "r:") as archive:
+                member = archive.getmember(name)
+                extracted = path.with_name(f".{name}.verificar")
+                with archive.extractfile(member) as inner, open(extracted, "wb") as out:
+                    while block := inner.read(1 << 20):
+                        out.write(block)
+        except (KeyError, tarfile.TarError) as err:
+            raise DateCheckError(f"La copia del portal {path.name} no trae su base de datos ({name}).") from err
+        try:
+            return source.read_stamp(database, extracted)
+        finally:
+            extracted.unlink(missing_ok=True)
+
+    def check(self, target: PortalTarget) -> str:
+        from respaldo.sources import source_for
+
+        source, database = self._database(target)
+        files = _as_target(target, "files", target.files.model_dump())
+        return f"base: {source.check(database)}; archivos: {source_for('files').check(files)}"
+
+    def summary(self, target: PortalTarget) -> str:
+        where = f"por SSH (`{target.files.conn_id}`)" if target.files.conn_id else "en este servidor"
+        what = (f"portal: base {target.database.kind} (conexión `{target.database.conn_id}`) y archivos "
+                f"`{target.files.path}` {where}")
+        return f"{what}: {target.description}" if target.description else what
