@@ -12,6 +12,7 @@ from typing import Any
 
 from respaldo import tasks
 from respaldo.inventory import Frequency, Inventory, load_inventory
+from respaldo.manual import ManualTarget
 from respaldo.sources import TargetBase, source_for
 
 DAG_PREFIX = "respaldo_"
@@ -20,9 +21,15 @@ MAX_RETRY_DELAY = dt.timedelta(hours=1)
 TASK_DOCS = {
     "copia": "**Paso 4. Realizar la copia de seguridad** en disco, en los servidores de la entidad. "
              "Registra en el log el avance (bytes y velocidad) cada pocos segundos.",
-    "verificar_fecha": "**Paso 3. Verificar la fecha de creación.** La copia es automática: el sistema "
-                       "estampó su fecha de creación al tomarla; aquí se comprueba que esa fecha cae "
-                       "dentro de esta ejecución (entre el inicio de `copia` y ahora).",
+    "copia_manual": "**Paso 4. Recibir la copia manual.** Espera, sin ocupar un trabajador, a que alguien deje "
+                    "la copia en la carpeta de entrega; la toma (la mueve a `procesando/`) y la trae. Si no "
+                    "llega antes del plazo (ver *Rendered Template*: `deadline_hint`), falla diciendo qué "
+                    "archivo se esperaba y dónde.",
+    "verificar_fecha": "**Paso 3. Verificar la fecha de creación.** Copia automática: el sistema estampó su "
+                       "fecha de creación al tomarla; aquí se comprueba que cae dentro de esta ejecución. "
+                       "Copia manual: se le asigna la fecha del turno (o la del disparo manual) y se rechaza "
+                       "si está vacía, tiene fecha futura, es más antigua que la última aceptada o idéntica a "
+                       "ella (va a `rechazados/` con el motivo).",
     "comprimir": "**Paso 5. Comprimir los archivos** con zstd y dejar al lado la suma `.sha256` "
                  "(se comprueba con `sha256sum -c`).",
     "registrar": "**Paso 6. Diligenciar el formato de control de backup FT-GTI-004** (tabla "
@@ -46,6 +53,16 @@ FAILURE_BODY = """\
 <p>Quedó registrado como <b>failed</b> en el formato FT-GTI-004 (<code>respaldo.control_backup</code>).
 Ningún respaldo anterior fue modificado. Corrija la causa y vuelva a ejecutar la tarea desde Airflow.</p>
 """
+
+
+def summary_of(target: TargetBase) -> str:
+    """What a target copies, in a line of the DAG docs."""
+    if isinstance(target, ManualTarget):
+        intake = target.intake
+        where = f"`{intake.conn_id}:{intake.path}`" if intake.conn_id else f"`{intake.path}`"
+        what = f"copia manual ({source_for(target.kind).label}) entregada en {where}, archivo «{intake.pattern}»"
+        return f"{what}: {target.description}" if target.description else what
+    return source_for(target.kind).summary(target)
 
 
 def _schedule(inventory: Inventory, frequency: Frequency):
@@ -80,7 +97,7 @@ def _doc_md(inventory: Inventory, name: str, frequency: Frequency, targets: list
     ]
     for target in targets:
         mechanism = "automático" if target.mechanism == "automatic" else "manual"
-        lines.append(f"| `{target.id}` | {source_for(target.kind).summary(target)} | {mechanism} | "
+        lines.append(f"| `{target.id}` | {summary_of(target)} | {mechanism} | "
                      f"{target.responsible} |")
     if not targets:
         lines.append("| (ninguno) | el inventario no tiene objetivos en esta clase | | |")
@@ -94,9 +111,12 @@ def _doc_md(inventory: Inventory, name: str, frequency: Frequency, targets: list
         "`sha256sum -c ARCHIVO.zst.sha256`):",
         "",
     ]
-    for kind in sorted({t.kind for t in targets}):
+    for kind in sorted({t.kind for t in targets if t.mechanism == "automatic"}):
         source = source_for(kind)
         lines.append(f"- {source.label}: `{source.restore_hint.format(artifact='ARCHIVO.zst')}`")
+    if any(t.mechanism == "manual" for t in targets):
+        lines.append("- copia manual: `zstd -d ARCHIVO.zst` devuelve el archivo tal como lo entregaron; su nombre "
+                     "y fecha originales están en el registro.")
     lines += [
         "",
         "**Ejecución manual:** *Trigger* con el formulario: objetivos (vacío = todos), responsable y "
@@ -135,6 +155,8 @@ def _target_group(inventory: Inventory, dag_id: str, frequency: Frequency, targe
     from airflow.providers.smtp.notifications.smtp import SmtpNotifier
     from airflow.sdk import TaskGroup, task
 
+    from respaldo.sensors import IntakeSensor
+
     source = source_for(target.kind)
     target_dict = target.model_dump(mode="json")
     settings = {
@@ -148,7 +170,7 @@ def _target_group(inventory: Inventory, dag_id: str, frequency: Frequency, targe
         from_email=inventory.alerts.from_email,
         smtp_conn_id=inventory.alerts.smtp_conn_id,
         subject=FAILURE_SUBJECT.format(target=target.id),
-        html_content=FAILURE_BODY.format(target=target.id, summary=source.summary(target),
+        html_content=FAILURE_BODY.format(target=target.id, summary=summary_of(target),
                                          responsible=target.responsible),
     )
     retries = target.retries if target.retries is not None else frequency.retries
@@ -158,11 +180,15 @@ def _target_group(inventory: Inventory, dag_id: str, frequency: Frequency, targe
         "retry_delay": dt.timedelta(minutes=delay),
         "on_failure_callback": [tasks.RecordFailure(target_dict, settings), notifier],
     }
-    with TaskGroup(group_id=target.id, tooltip=source.summary(target), default_args=group_args):
+    with TaskGroup(group_id=target.id, tooltip=summary_of(target), default_args=group_args):
         def step(name: str, **kwargs: Any):
             return task(getattr(tasks, name), task_id=name, doc_md=TASK_DOCS[name], **kwargs)
 
-        copied = step("copia", pool=source.pool(target))(target=target_dict, settings=settings)
+        if isinstance(target, ManualTarget):
+            copied = IntakeSensor(task_id="copia", target=target_dict, settings=settings,
+                                  doc_md=TASK_DOCS["copia_manual"]).output
+        else:
+            copied = step("copia", pool=source.pool(target))(target=target_dict, settings=settings)
         checked = step("verificar_fecha")(target=target_dict, settings=settings, copy=copied)
         done = step("comprimir")(target=target_dict, settings=settings, checked=checked)
         step("registrar")(target=target_dict, settings=settings, done=done)

@@ -21,7 +21,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
 from respaldo.errors import InventoryError, Problem
-from respaldo.sources import SOURCES, TargetBase
+from respaldo.sources import SOURCES, TargetBase, model_for
 from respaldo.sources.base import NAME_PATTERN, Name
 
 DEFAULT_INVENTORY = Path(__file__).resolve().parents[1] / "inventory.yaml"
@@ -341,10 +341,11 @@ def load_inventory(path: str | os.PathLike[str] | None = None) -> Inventory:
                 f"clase de frecuencia desconocida «{frequency}».{_suggest(frequency, frequencies)}"
                 f" Definidas en `frequencies`: {', '.join(frequencies) or '(ninguna)'}.",
             ))
+        model = model_for(raw)
         try:
-            targets.append(source.model.model_validate(dict(raw)))
+            targets.append(model.model_validate(dict(raw)))
         except ValidationError as err:
-            problems += _validation_problems(err, file, tree, prefix, source.model)
+            problems += _validation_problems(err, file, tree, prefix, model)
 
     counts = Counter(r.get("id") for r in raw_targets if isinstance(r, dict) and isinstance(r.get("id"), str))
     for index, raw in enumerate(raw_targets):

@@ -56,6 +56,15 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         COMMENT ON TABLE {TABLE} IS 'Formato de control de backup FT-GTI-004';
         """,
     ),
+    (
+        2,
+        "manual copies: the delivered file's own name, date and checksum",
+        f"""
+        ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS original_name text;
+        ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS original_date timestamptz;
+        ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS original_sha256 text;
+        """,
+    ),
 ]
 
 
@@ -85,6 +94,9 @@ class Row:
     notes: str | None = None
     error: str | None = None
     try_number: int | None = None
+    original_name: str | None = None
+    original_date: dt.datetime | None = None
+    original_sha256: str | None = None
 
 
 #: Labels of the printed FT-GTI-004 sheet, in the office's words.
@@ -100,6 +112,8 @@ SHEET_COLUMNS: list[tuple[str, str]] = [
     ("compressed_bytes", "Tamaño comprimido"),
     ("sha256", "SHA-256"),
     ("responsible", "Responsable"),
+    ("original_name", "Archivo entregado"),
+    ("original_date", "Fecha del archivo entregado"),
     ("notes", "Observaciones"),
     ("error", "Error"),
     ("logical_date", "Fecha programada"),
@@ -194,5 +208,23 @@ def fetch(conn_id: str, *, target: str | None = None, since: dt.datetime | None 
         with conn.cursor() as cur:
             cur.execute(sql, params)
             return [dict(zip(names, record_, strict=True)) for record_ in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def previous_success(conn_id: str, target: str, run_id: str) -> dict[str, Any] | None:
+    """The latest successful copy of ``target`` from another run, or None."""
+    names = ["run_id", "backup_at", "original_name", "original_date", "original_sha256", "sha256"]
+    conn = _connect(conn_id)
+    try:
+        migrate(conn)
+        with conn.cursor() as cur:
+            cur.execute(
+                f"SELECT {', '.join(names)} FROM {TABLE} WHERE target = %s AND status = 'success' "
+                "AND run_id <> %s ORDER BY backup_at DESC NULLS LAST, id DESC LIMIT 1",
+                (target, run_id),
+            )
+            found = cur.fetchone()
+        return dict(zip(names, found, strict=True)) if found else None
     finally:
         conn.close()

@@ -10,21 +10,28 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import zoneinfo
 from pathlib import Path
 from typing import Any
 
-from respaldo import artifacts, register
+from respaldo import artifacts, manual, register
 from respaldo.errors import DateCheckError, RespaldoError
-from respaldo.sources import TargetBase, source_for
+from respaldo.sources import TargetBase, model_for, source_for
 
 log = logging.getLogger("respaldo")
 
 STEPS = ("copia", "verificar_fecha", "comprimir", "registrar")
+#: How far in the future a delivered file's date may be (clocks of other machines drift a little).
+FUTURE_TOLERANCE = dt.timedelta(minutes=5)
+
+
+class Rejected(DateCheckError):
+    """A delivered manual copy that must not be taken; it goes to ``rechazados/`` with the reason."""
 
 
 def _target(target: dict[str, Any]) -> TargetBase:
-    return source_for(target["kind"]).model.model_validate(target)
+    return model_for(target).model_validate(target)
 
 
 def _utcnow() -> dt.datetime:
@@ -72,55 +79,111 @@ def copia(target: dict[str, Any], settings: dict[str, Any], **context: Any) -> d
 
 def verificar_fecha(target: dict[str, Any], settings: dict[str, Any], copy: dict[str, Any],
                     **context: Any) -> dict[str, Any]:
-    """Step 3: the system stamped a creation date in the copy; check it belongs to this copy."""
+    """Step 3: an automatic copy carries the date the system stamped; a manual one gets the run's date."""
     from airflow.sdk.exceptions import AirflowFailException
 
     model = _target(target)
-    source = source_for(model.kind)
-    path = Path(copy["staging"])
+    zone = zoneinfo.ZoneInfo(settings["timezone"])
     try:
-        if not path.exists():
-            raise DateCheckError(f"La copia {path} ya no está; vuelva a ejecutar desde «copia».")
-        size = path.stat().st_size
-        if size == 0:
-            raise DateCheckError(f"La copia {path.name} está vacía.")
-        if size != copy["bytes"]:
-            raise DateCheckError(f"La copia {path.name} cambió después de tomada ({copy['bytes']} bytes al "
-                                 f"copiar, {size} ahora).")
-        stamp = source.read_stamp(model, path)
-        now = _utcnow()
-        window_start = dt.datetime.fromisoformat(copy["started_at"]).replace(microsecond=0)
-        zone = zoneinfo.ZoneInfo(settings["timezone"])
-        if stamp is None:
-            raise DateCheckError(f"La copia {path.name} no trae fecha de creación.")
-        if not window_start <= stamp <= now:
-            raise DateCheckError(
-                f"La fecha de creación de la copia ({stamp.astimezone(zone):%Y-%m-%d %H:%M:%S %Z}) no está "
-                f"dentro de la ejecución (de {window_start.astimezone(zone):%Y-%m-%d %H:%M:%S} a "
-                f"{now.astimezone(zone):%Y-%m-%d %H:%M:%S}): reloj desfasado o copia que no es de esta "
-                "ejecución."
-            )
+        if isinstance(model, manual.ManualTarget):
+            backup_at = _assign_manual_date(model, settings, copy, context)
+            log.info("Copia manual «%s»: fecha de creación asignada desde la ejecución: %s (%s)",
+                     copy["original_name"], backup_at.astimezone(zone).isoformat(), settings["timezone"])
+        else:
+            backup_at = _verify_system_date(model, settings, copy)
+            log.info("Fecha de creación asignada por el sistema: %s (%s)", backup_at.astimezone(zone).isoformat(),
+                     settings["timezone"])
+    except Rejected as err:
+        moved = manual.settle(model, copy["intake_file"], manual.REJECTED, reason=_rejection_note(err, context))
+        log.error("Copia rechazada y movida a %s (con el motivo al lado): %s", moved, err)
+        raise AirflowFailException(f"{err} El archivo quedó en {moved}.") from err
     except DateCheckError as err:
         raise AirflowFailException(str(err)) from err
-    log.info("Fecha de creación asignada por el sistema: %s (%s)", stamp.astimezone(zone).isoformat(),
-             settings["timezone"])
-    return {**copy, "backup_at": stamp.isoformat()}
+    return {**copy, "backup_at": backup_at.isoformat()}
+
+
+def _staged(copy: dict[str, Any]) -> Path:
+    path = Path(copy["staging"])
+    if not path.exists():
+        raise DateCheckError(f"La copia {path} ya no está; vuelva a ejecutar desde «copia».")
+    size = path.stat().st_size
+    if size != copy["bytes"]:
+        raise DateCheckError(f"La copia {path.name} cambió después de tomada ({copy['bytes']} bytes al "
+                             f"copiar, {size} ahora).")
+    return path
+
+
+def _verify_system_date(model: TargetBase, settings: dict[str, Any], copy: dict[str, Any]) -> dt.datetime:
+    """The date the system stamped must fall between the start of ``copia`` and now."""
+    path = _staged(copy)
+    if path.stat().st_size == 0:
+        raise DateCheckError(f"La copia {path.name} está vacía.")
+    stamp = source_for(model.kind).read_stamp(model, path)
+    now = _utcnow()
+    window_start = dt.datetime.fromisoformat(copy["started_at"]).replace(microsecond=0)
+    zone = zoneinfo.ZoneInfo(settings["timezone"])
+    if stamp is None:
+        raise DateCheckError(f"La copia {path.name} no trae fecha de creación.")
+    if not window_start <= stamp <= now:
+        raise DateCheckError(
+            f"La fecha de creación de la copia ({stamp.astimezone(zone):%Y-%m-%d %H:%M:%S %Z}) no está "
+            f"dentro de la ejecución (de {window_start.astimezone(zone):%Y-%m-%d %H:%M:%S} a "
+            f"{now.astimezone(zone):%Y-%m-%d %H:%M:%S}): reloj desfasado o copia que no es de esta "
+            "ejecución."
+        )
+    return stamp
+
+
+def _assign_manual_date(model: manual.ManualTarget, settings: dict[str, Any], copy: dict[str, Any],
+                        context: dict[str, Any]) -> dt.datetime:
+    """Reject what is not a new, plausible copy; the accepted one takes the run's date."""
+    zone = zoneinfo.ZoneInfo(settings["timezone"])
+    name = copy["original_name"]
+    if copy["bytes"] == 0:
+        raise Rejected(f"La copia entregada «{name}» está vacía.")
+    _staged(copy)
+    original = dt.datetime.fromisoformat(copy["original_date"])
+    if original > _utcnow() + FUTURE_TOLERANCE:
+        raise Rejected(f"La copia entregada «{name}» tiene fecha futura "
+                       f"({original.astimezone(zone):%Y-%m-%d %H:%M}); revise la fecha y hora del equipo que la "
+                       "generó.")
+    previous = register.previous_success(settings["register_conn_id"], model.id, context["run_id"])
+    if previous:
+        when = previous["backup_at"].astimezone(zone).strftime("%Y-%m-%d %H:%M") if previous["backup_at"] else "?"
+        if previous["original_sha256"] and previous["original_sha256"] == copy["original_sha256"]:
+            raise Rejected(f"La copia entregada «{name}» es idéntica (misma suma SHA-256) a la ya registrada "
+                           f"«{previous['original_name']}» del {when}: no es una copia nueva.")
+        if previous["original_date"] and original < previous["original_date"]:
+            raise Rejected(
+                f"La copia entregada «{name}» ({original.astimezone(zone):%Y-%m-%d %H:%M}) es más antigua que la "
+                f"última copia aceptada «{previous['original_name']}» "
+                f"({previous['original_date'].astimezone(zone):%Y-%m-%d %H:%M}, registrada el {when})."
+            )
+    return manual.slot_of(context)
+
+
+def _rejection_note(err: Exception, context: dict[str, Any]) -> str:
+    return (f"Rechazada por respaldo el {_utcnow():%Y-%m-%d %H:%M} UTC (DAG {context['dag'].dag_id}, "
+            f"ejecución {context['run_id']}).\nMotivo: {err}\nNo se borró nada: corrija y deje de nuevo la copia "
+            "en la carpeta de entrega.")
 
 
 def comprimir(target: dict[str, Any], settings: dict[str, Any], checked: dict[str, Any],
               **context: Any) -> dict[str, Any]:
     """Step 5: compress the copy into its dated artifact with a .sha256 beside it."""
     model = _target(target)
-    source = source_for(model.kind)
     staging = Path(checked["staging"])
     if not staging.exists():
         raise RespaldoError(f"La copia {staging} ya no está; vuelva a ejecutar desde «copia».")
     backup_at = dt.datetime.fromisoformat(checked["backup_at"]).astimezone(zoneinfo.ZoneInfo(settings["timezone"]))
-    final = artifacts.artifact_path(settings["root"], model.frequency, model.id, backup_at, source.extension)
+    extension = checked.get("extension") or source_for(model.kind).extension
+    final = artifacts.artifact_path(settings["root"], model.frequency, model.id, backup_at, extension)
     if checked.get("compressed"):
         artifact = artifacts.place_compressed(staging, final, checked["sha256"], checked["original_bytes"], log)
     else:
         artifact = artifacts.compress(staging, final, log)
+    if isinstance(model, manual.ManualTarget):  # the assigned creation date is also the file's date
+        os.utime(artifact.path, (backup_at.timestamp(), backup_at.timestamp()))
     artifacts.remove_staging(staging.parent)
     return {
         **checked,
@@ -166,9 +229,19 @@ def registrar(target: dict[str, Any], settings: dict[str, Any], done: dict[str, 
     row.compressed_bytes = done["compressed_bytes"]
     row.sha256 = done["sha256"]
     row.compression = done["compression"]
+    _original_fields(row, done)
     register.record(settings["register_conn_id"], row)
     log.info("Registrado en FT-GTI-004: %s, creado %s, %s", model.id, row.backup_at, row.artifact_path)
+    if isinstance(model, manual.ManualTarget):
+        log.info("Archivo entregado movido a %s", manual.settle(model, done["intake_file"], manual.TAKEN))
     return done["compressed_bytes"]
+
+
+def _original_fields(row: register.Row, known: dict[str, Any]) -> None:
+    """A manual copy's own name, date and checksum, kept beside the date respaldo assigned."""
+    row.original_name = known.get("original_name")
+    row.original_date = dt.datetime.fromisoformat(known["original_date"]) if known.get("original_date") else None
+    row.original_sha256 = known.get("original_sha256")
 
 
 def plain_error(exception: BaseException | str | None) -> str:
@@ -217,6 +290,7 @@ class RecordFailure:
             if known.get(key):
                 setattr(row, key, dt.datetime.fromisoformat(known[key]))
         row.started_at = row.started_at or getattr(ti, "start_date", None)
+        _original_fields(row, known)
         if known.get("artifact_path"):  # only an artifact that exists is worth naming
             for key in ("artifact_path", "original_bytes", "compressed_bytes", "sha256", "compression"):
                 setattr(row, key, known.get(key))

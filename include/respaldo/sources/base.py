@@ -42,8 +42,9 @@ class TargetBase(BaseModel):
         Field(description="Clase de frecuencia (una clave de `frequencies`).", examples=["financiero"]),
     ]
     mechanism: Annotated[
-        Literal["automatic"],
-        Field(description="`automatic`: respaldo toma la copia y el sistema asigna la fecha de creación."),
+        Literal["automatic", "manual"],
+        Field(description="`automatic`: respaldo toma la copia y el sistema asigna la fecha de creación; "
+                          "`manual`: una persona la deja en una carpeta de entrega (ver `intake`)."),
     ] = "automatic"
     responsible: Annotated[
         str,
