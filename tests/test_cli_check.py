@@ -36,3 +36,20 @@ def test_check_says_when_the_storage_folder_is_missing(source_pg, tmp_path):
                           text=True)
     assert proc.returncode == 1
     assert f"[FALLA] carpeta de respaldos: {tmp_path / 'no_existe'} no existe o no se puede escribir" in proc.stdout
+
+
+def test_check_looks_at_a_manual_targets_intake_folder(tmp_path):
+    intake = tmp_path / "entregas"
+    intake.mkdir()
+    (intake / "nomina_20261101.zip").write_bytes(b"x")
+    inventory = write_inventory(tmp_path / "inv.yaml", tmp_path, [
+        {"id": "nomina", "kind": "files", "frequency": "diario", "mechanism": "manual",
+         "intake": {"path": str(intake)}},
+        {"id": "otra", "kind": "files", "frequency": "diario", "mechanism": "manual",
+         "intake": {"path": str(tmp_path / "no_existe")}},
+    ])
+    proc = subprocess.run([str(ROOT / ".venv/bin/respaldo"), "check", str(inventory)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 1
+    assert f"[OK] nomina: carpeta de entrega {intake} (1 archivo(s) esperando)" in proc.stdout
+    assert f"[FALLA] otra: La carpeta de entrega {tmp_path / 'no_existe'} no existe" in proc.stdout

@@ -88,10 +88,20 @@ def cmd_check(args: argparse.Namespace) -> int:
         report(False, "registro FT-GTI-004", f"conexión «{inventory.register.conn_id}»: {str(err).strip()}")
     for target in sorted(inventory.targets, key=lambda t: t.id):
         try:
-            report(True, target.id, source_for(target.kind).check(target))
+            report(True, target.id, _check_target(target))
         except Exception as err:
             report(False, target.id, str(err).strip())
     return 1 if failures else 0
+
+
+def _check_target(target) -> str:
+    from respaldo.manual import ManualTarget, open_intake
+
+    if isinstance(target, ManualTarget):
+        with open_intake(target.intake) as folder:
+            waiting = folder.entries()
+            return f"carpeta de entrega {folder.where} ({len(waiting)} archivo(s) esperando)"
+    return source_for(target.kind).check(target)
 
 
 def _free(path: Path) -> int:
@@ -105,7 +115,7 @@ def cmd_pools(args: argparse.Namespace) -> int:
     from airflow.models.pool import Pool
 
     inventory = _load(args.file)
-    pools = sorted({source_for(t.kind).pool(t) for t in inventory.targets})
+    pools = sorted({source_for(t.kind).pool(t) for t in inventory.targets if t.mechanism == "automatic"})
     for name in pools:
         existing = Pool.get_pool(name)
         if existing is None:
