@@ -119,3 +119,65 @@ SELECT string_agg(format('%s|%s', c.relname, (xpath('/row/x/text()',
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r' AND n.nspname = 'public'
 """
+
+
+def tesoreria_mariadb_sql(rows: int) -> str:
+    """Schema and data of a demo MariaDB "tesorería" database: ``rows`` payments, with a trigger that keeps
+    each account's balance, a stored function and procedure, a view and a (disabled) event.
+
+    Text is utf8mb4 on purpose (tildes, «ñ», emoji) and one column is binary, so a dump that mangles
+    characters or bytes shows up when it is restored and compared. Rows come from MariaDB's built-in
+    SEQUENCE engine (``seq_1_to_N``), so any size is quick to make.
+    """
+    words = "ELT(1 + FLOOR(RAND() * {n}), {w})".format(
+        n=len(WORDS), w=", ".join("'" + w.replace("'", "''") + "'" for w in WORDS))
+    frase = f"CONCAT_WS(' ', {words}, {words}, {words}, {words}, LEFT(MD5(RAND()), 8))"
+    return f"""
+CREATE TABLE cuentas (
+    codigo      VARCHAR(12) PRIMARY KEY,
+    nombre      VARCHAR(200) NOT NULL,
+    saldo       DECIMAL(18, 2) NOT NULL DEFAULT 0
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+CREATE TABLE pagos (
+    id          BIGINT PRIMARY KEY AUTO_INCREMENT,
+    cuenta      VARCHAR(12) NOT NULL,
+    beneficiario VARCHAR(200) NOT NULL,
+    valor       DECIMAL(18, 2) NOT NULL,
+    pagado      DATETIME NOT NULL,
+    registrado  TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    concepto    TEXT NOT NULL,
+    huella      VARBINARY(16) NOT NULL,
+    anulado     BOOLEAN NOT NULL DEFAULT FALSE,
+    CONSTRAINT pagos_cuenta FOREIGN KEY (cuenta) REFERENCES cuentas (codigo)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+CREATE TRIGGER pagos_saldo AFTER INSERT ON pagos FOR EACH ROW
+    UPDATE cuentas SET saldo = saldo - NEW.valor WHERE codigo = NEW.cuenta;
+CREATE FUNCTION saldo_de(p_cuenta VARCHAR(12)) RETURNS DECIMAL(18, 2) READS SQL DATA
+    RETURN (SELECT saldo FROM cuentas WHERE codigo = p_cuenta);
+DELIMITER //
+CREATE PROCEDURE registrar_pago(IN p_cuenta VARCHAR(12), IN p_beneficiario VARCHAR(200),
+                                IN p_valor DECIMAL(18, 2), IN p_concepto TEXT)
+BEGIN
+    INSERT INTO pagos (cuenta, beneficiario, valor, pagado, concepto, huella)
+    VALUES (p_cuenta, p_beneficiario, p_valor, NOW(), p_concepto, UNHEX(MD5(p_concepto)));
+END//
+DELIMITER ;
+CREATE VIEW saldos AS SELECT codigo, nombre, saldo FROM cuentas WHERE saldo <> 0;
+CREATE EVENT cierre_diario ON SCHEDULE EVERY 1 DAY STARTS '2026-01-01 23:30:00' DISABLE
+    COMMENT 'Cierre de caja: marca anulados los pagos sin valor'
+    DO UPDATE pagos SET anulado = TRUE WHERE valor = 0;
+INSERT INTO cuentas (codigo, nombre, saldo)
+SELECT CONCAT('1110', LPAD(seq, 4, '0')), CONCAT('Caja ', {words}, ' ñandú ', seq), 1000000000
+FROM seq_1_to_40;
+INSERT INTO cuentas VALUES ('1110-EMOJI', 'Cuenta de ensayo 💰 «año» — Ñ', 0);
+INSERT INTO pagos (cuenta, beneficiario, valor, pagado, registrado, concepto, huella, anulado)
+SELECT CONCAT('1110', LPAD(1 + seq % 40, 4, '0')),
+       CONCAT('Señor(a) ', {words}, ' ', seq),
+       ROUND(RAND() * 25000000, 2),
+       '2024-01-01 08:00:00' + INTERVAL seq * 47 MINUTE,
+       '2024-01-01 08:00:00' + INTERVAL seq * 47 MINUTE + INTERVAL 5 SECOND,
+       IF(seq % 97 = 0, CONCAT({frase}, ' 🧾 pagado ✓'), {frase}),
+       UNHEX(MD5(seq)),
+       seq % 11 = 0
+FROM seq_1_to_{rows};
+"""

@@ -3,10 +3,11 @@
 #   client tools the copies run:   postgresql-client (pg_dump, pg_restore, psql), mariadb-client, zstd,
 #                                   openssh-client
 #   building mysqlclient (pip):    default-libmysqlclient-dev, pkg-config
-#   the tests' real servers:       postgresql (throwaway clusters), openssh-server; strace (no-I/O checks)
+#   the tests' real servers:       postgresql, mariadb-server (throwaway instances), openssh-server;
+#                                   strace (no-I/O checks)
 #   checking docker-compose.yaml:  docker-compose (no engine needed for `config`)
 set -euo pipefail
-packages=(postgresql postgresql-client mariadb-client zstd openssh-client openssh-server strace
+packages=(postgresql postgresql-client mariadb-client mariadb-server zstd openssh-client openssh-server strace
           default-libmysqlclient-dev pkg-config docker-compose python3-venv)
 missing=()
 for package in "${packages[@]}"; do

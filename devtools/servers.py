@@ -272,3 +272,121 @@ LogLevel VERBOSE
             if cmdline.startswith(f"sshd: {self.user}".encode()):
                 found.append(int(pid))
         return found
+
+
+def _sql_string(value: str) -> str:
+    """A MariaDB string literal (default sql_mode: backslash escapes are on)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@dataclass
+class MariaDBServer:
+    """A MariaDB server of its own from the installed binaries: TCP on loopback, admin over its socket.
+
+    The administrator (``root``, or the OS user running this when not root) logs in only through the
+    Unix socket; every other account
+    is made with a password and reaches the server over TCP, as a remote backup user would.
+    """
+
+    port: int = 0
+    datadir: Path | None = None
+    socket: Path | None = None
+    admin: str = "root"
+    process: subprocess.Popen | None = None
+    _tmp: Path | None = field(default=None, repr=False)
+
+    def start(self) -> MariaDBServer:
+        self._tmp = Path(tempfile.mkdtemp(prefix="respaldo-mariadb-"))
+        as_root = os.geteuid() == 0
+        if as_root:  # mariadbd refuses to run as root; it switches to the mysql user itself
+            user = pwd.getpwnam("mysql")
+            os.chown(self._tmp, user.pw_uid, user.pw_gid)
+        self.datadir = self._tmp / "data"
+        self.socket = self._tmp / "mariadb.sock"
+        account = ["--user=mysql"] if as_root else []
+        # root@localhost logs in by socket as the OS root; another OS user gets an admin account of its name
+        self.admin = pwd.getpwuid(os.geteuid()).pw_name
+        admin = [] if as_root else [f"--auth-root-socket-user={self.admin}"]
+        subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={self.datadir}", *account,
+                        "--auth-root-authentication-method=socket", *admin, "--skip-test-db", "--skip-name-resolve"],
+                       check=True, capture_output=True, text=True)
+        self.port = self.port or free_port()
+        argv = ["mariadbd", "--no-defaults", f"--datadir={self.datadir}", f"--port={self.port}",
+                "--bind-address=127.0.0.1", f"--socket={self.socket}", f"--pid-file={self._tmp / 'mariadb.pid'}",
+                f"--log-error={self._tmp / 'error.log'}", *account, "--skip-name-resolve",
+                "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci",
+                "--innodb-buffer-pool-size=128M", "--innodb-flush-log-at-trx-commit=0", "--max-connections=100"]
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+        deadline = time.monotonic() + 30
+        while self.sql("SELECT 1", check=False).returncode != 0:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                log = (self._tmp / "error.log").read_text(errors="replace")[-2000:]
+                raise TimeoutError(f"throwaway MariaDB did not accept connections:\n{log}")
+            time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def client_argv(self, database: str | None = None) -> list[str]:
+        """``mariadb`` logged in as the administrator through the socket (for restores and checks)."""
+        argv = ["mariadb", "--no-defaults", f"--socket={self.socket}", f"--user={self.admin}",
+                "--default-character-set=utf8mb4", "--batch", "--skip-column-names"]
+        return [*argv, database] if database else argv
+
+    def sql(self, text: str, database: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(self.client_argv(database), input=text, capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"mariadb failed on {database or '(no database)'}: {proc.stderr.strip()}")
+        return proc
+
+    def create_backup_role(self, name: str, password: str, database: str | None = None) -> None:
+        """An account with the least privileges a complete, consistent dump needs (see sources/mysql.py).
+
+        SELECT, SHOW VIEW, TRIGGER and EVENT on the database (all databases when ``database`` is
+        None), and SELECT on ``mysql.proc`` so mariadb-dump can read routine bodies on MariaDB < 11.3.
+        """
+        scope = f"`{database.replace('`', '``')}`.*" if database else "*.*"
+        account = f"{_sql_string(name)}@'%'"
+        self.sql(f"CREATE USER {account} IDENTIFIED BY {_sql_string(password)};\n"
+                 f"GRANT SELECT, SHOW VIEW, TRIGGER, EVENT ON {scope} TO {account};\n"
+                 f"GRANT SELECT ON mysql.proc TO {account};\n")
+
+    def connection_json(self, user: str, password: str, database: str) -> str:
+        """An Airflow connection (``AIRFLOW_CONN_...``) of type mysql to this server over TCP."""
+        import json
+
+        return json.dumps({"conn_type": "mysql", "host": "127.0.0.1", "port": self.port, "login": user,
+                           "password": password, "schema": database})
+
+    def table_checksums(self, database: str) -> dict[str, tuple[int, int]]:
+        """Every base table's row count and ``CHECKSUM TABLE`` (computed over the rows' contents)."""
+        names = self.sql("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
+                         f"{_sql_string(database)} AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME").stdout.split()
+        found = {}
+        for table in names:
+            count = int(self.sql(f"SELECT COUNT(*) FROM `{table}`", database).stdout)
+            checksum = int(self.sql(f"CHECKSUM TABLE `{table}` EXTENDED", database).stdout.split("\t")[1])
+            found[table] = (count, checksum)
+        return found
+
+
+@contextlib.contextmanager
+def mariadb_server(**kwargs) -> Generator[MariaDBServer, None, None]:
+    server = MariaDBServer(**kwargs).start()
+    try:
+        yield server
+    finally:
+        server.cleanup()

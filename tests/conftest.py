@@ -183,3 +183,27 @@ def sshd():
     )
     yield server
     server.cleanup()
+
+
+#: The MariaDB backup user's password: every character a MySQL option file treats specially (quotes,
+#: backslash, «#» comments, «;», spaces, non-ASCII), and long enough to be found wherever it might leak.
+MYSQL_BACKUP_PASSWORD = 'Clave "Respaldo" #2026; \\ñ\'-' + RUN_KEY
+MYSQL_BACKUP_USER = "respaldo_lector"
+
+
+@pytest.fixture(scope="session")
+def source_mariadb():
+    """A MariaDB server holding the demo "tesoreria" database, read by a least-privileged backup user."""
+    from devtools.demo_data import tesoreria_mariadb_sql
+    from devtools.servers import MariaDBServer
+
+    server = MariaDBServer().start()
+    server.sql("CREATE DATABASE tesoreria CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    server.sql(tesoreria_mariadb_sql(3000), database="tesoreria")
+    server.create_backup_role(MYSQL_BACKUP_USER, MYSQL_BACKUP_PASSWORD, database="tesoreria")
+    os.environ.update(
+        AIRFLOW_CONN_MYSQL_FUENTE=server.connection_json(MYSQL_BACKUP_USER, MYSQL_BACKUP_PASSWORD, "tesoreria"),
+        AIRFLOW_CONN_MYSQL_CLAVE_MALA=server.connection_json(MYSQL_BACKUP_USER, "no-es-la-clave", "tesoreria"),
+    )
+    yield server
+    server.cleanup()

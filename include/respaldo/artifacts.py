@@ -201,7 +201,7 @@ def _grow_pipe(handle) -> None:
 
 def copy_compressed(argv: Sequence[str], dest: Path, *, env: Mapping[str, str], log: logging.Logger, what: str,
                     secrets: Sequence[str] = (), ok_codes: Sequence[int] = (0,),
-                    explain: Callable[[str], str] | None = None) -> tuple[int, int, str]:
+                    explain: Callable[[str, int], str] | None = None) -> tuple[int, int, str]:
     """Run a tool and compress its output into ``dest`` as it arrives; return (original, compressed, sha256).
 
     For copies too big to land uncompressed on the local disk (virtual-server images): only the

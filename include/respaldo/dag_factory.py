@@ -130,14 +130,23 @@ def _doc_md(inventory: Inventory, name: str, frequency: Frequency, targets: list
     return "\n".join(lines)
 
 
+#: Up to this many targets per DAG the form offers them as a pick list. Airflow deep-copies the DAG's
+#: params into every task, so a list of N choices costs N x 4N copies at parse time; beyond this the
+#: form takes typed ids, which copia checks against the DAG's targets.
+PICK_LIST_LIMIT = 60
+
+
 def _params(targets: list[TargetBase]) -> dict[str, Any]:
     from airflow.sdk import Param
 
     ids = [t.id for t in targets]
+    items: dict[str, Any] = {"type": "string"}
+    if 0 < len(ids) <= PICK_LIST_LIMIT:
+        items["enum"] = ids
     return {
         "objetivos": Param(
-            [], type="array", items={"type": "string", "enum": ids} if ids else {"type": "string"},
-            title="Objetivos", description="Qué objetivos respaldar en esta ejecución; vacío: todos.",
+            [], type="array", items=items, title="Objetivos",
+            description="Qué objetivos respaldar en esta ejecución (sus id); vacío: todos.",
         ),
         "responsable": Param(
             "", type="string", title="Responsable",

@@ -52,7 +52,7 @@ def run_to_file(
     secrets: Sequence[str] = (),
     writes_dest_itself: bool = False,
     ok_codes: Sequence[int] = (0,),
-    explain: Callable[[str], str] | None = None,
+    explain: Callable[[str, int], str] | None = None,
     interval: float = PROGRESS_INTERVAL_SECONDS,
 ) -> int:
     """Run a dump tool whose output goes to ``dest``; log progress; return the bytes written.
@@ -62,7 +62,7 @@ def run_to_file(
     of ``dest`` polled every ``interval`` seconds, so it costs the copy nothing. On any failure,
     including this task being killed, the tool is stopped and ``dest`` removed: a partial copy never
     survives. ``secrets`` are blanked out of the tool's error text before it is reported; ``explain``
-    may turn that text into a plain reason put first. Exit codes in ``ok_codes`` count as success
+    may turn that text and the exit code into a plain reason put first. Exit codes in ``ok_codes`` count as success
     (GNU tar's 1, "a file changed while it was read", still makes a valid archive).
     """
     dest.unlink(missing_ok=True)
@@ -114,7 +114,7 @@ def check_exit(
     log: logging.Logger,
     ok_codes: Sequence[int] = (0,),
     secrets: Sequence[str] = (),
-    explain: Callable[[str], str] | None = None,
+    explain: Callable[[str, int], str] | None = None,
 ) -> None:
     """Raise a plain :class:`CopyError` (and remove ``dest``) if a tool failed; log its warnings if not."""
     for secret in secrets:
@@ -127,7 +127,7 @@ def check_exit(
     dest.unlink(missing_ok=True)
     reason = f"terminó con la señal {-returncode}" if returncode < 0 else f"terminó con código {returncode}"
     detail = f": {error_text[-2000:]}" if error_text else ""
-    plain = explain(error_text) if explain else ""
+    plain = explain(error_text, returncode) if explain else ""
     if "No space left on device" in error_text:
         plain = no_space_message(dest.parent)
     if plain:

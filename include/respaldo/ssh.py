@@ -122,8 +122,12 @@ def ssh_session(conn_id: str, *, known_hosts: str | None = None) -> Generator[Ss
         yield SshSession(host=host, port=port, user=user, base_argv=argv, env=env, secrets=secrets)
 
 
-def explain_ssh_failure(error_text: str, session: SshSession) -> str:
-    """A plain Spanish reason for ssh's own failures (not the remote command's), or an empty string."""
+def explain_ssh_failure(error_text: str, session: SshSession, returncode: int | None = None) -> str:
+    """A plain Spanish reason for ssh's own failures (not the remote command's), or an empty string.
+
+    ssh exits 255 for its own errors; connection, authentication and host-key failures always say
+    so on stderr, but a connection lost mid-transfer may say nothing at ``LogLevel=ERROR``.
+    """
     where = session.describe()
     if "Host key verification failed" in error_text or "REMOTE HOST IDENTIFICATION HAS CHANGED" in error_text:
         return (f"la llave del servidor {where} no es la registrada en la conexión (host_key): puede ser otro "
@@ -135,4 +139,6 @@ def explain_ssh_failure(error_text: str, session: SshSession) -> str:
     if any(text in error_text for text in ("closed by remote host", "client_loop:", "Connection reset by peer",
                                            "Broken pipe", "Timeout, server")):
         return f"se cortó la conexión con {where} a mitad de la copia."
+    if returncode == 255:
+        return f"se cortó la conexión con {where} (ssh terminó con código 255 sin más detalle)."
     return ""

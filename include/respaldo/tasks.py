@@ -43,8 +43,22 @@ def _params(context: dict[str, Any]) -> dict[str, Any]:
 
 
 def selected(target_id: str, context: dict[str, Any]) -> bool:
-    """Whether this run covers the target: the form's «objetivos» list, empty meaning all."""
+    """Whether this run covers the target: the form's «objetivos» list, empty meaning all.
+
+    A chosen id that is no target of this DAG fails the run (a typo must not skip every backup).
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
     chosen = _params(context).get("objetivos") or []
+    dag = context.get("dag")
+    if chosen and dag is not None:
+        known = set(dag.task_group.children)
+        unknown = sorted(set(chosen) - known)
+        if unknown:
+            raise AirflowFailException(
+                f"Objetivo(s) desconocido(s) en el formulario: {', '.join(unknown)}. Los de {dag.dag_id} son: "
+                f"{', '.join(sorted(known))}."
+            )
     return not chosen or target_id in chosen
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from respaldo.sources.base import CopyResult, Source, TargetBase
 from respaldo.sources.files import FilesSource
+from respaldo.sources.mysql import MysqlSource
 from respaldo.sources.portal import PortalSource
 from respaldo.sources.postgres import PostgresSource
 from respaldo.sources.vm import VmSource
@@ -15,6 +16,7 @@ SOURCES: dict[str, Source] = {
         FilesSource(),
         VmSource(),
         PortalSource(),
+        MysqlSource(),
     )
 }
 

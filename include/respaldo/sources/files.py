@@ -109,7 +109,7 @@ class FilesSource(Source):
                 size = run_to_file(
                     session.argv(argv), dest, env=session.env, log=log, what=f"tar por SSH en {session.describe()}",
                     secrets=session.secrets, ok_codes=TAR_OK,
-                    explain=lambda text: explain_ssh_failure(text, session),
+                    explain=lambda text, code: explain_ssh_failure(text, session, code),
                 )
         if size == 0:
             dest.unlink(missing_ok=True)

@@ -114,7 +114,7 @@ class PortalSource(Source):
                 run_to_file(session.argv(argv), dest, env=session.env, log=log,
                             what=f"tar de los archivos del portal por SSH en {session.describe()}",
                             secrets=session.secrets, ok_codes=TAR_OK,
-                            explain=lambda text: explain_ssh_failure(text, session))
+                            explain=lambda text, code: explain_ssh_failure(text, session, code))
         source, database = self._database(target)
         dump = dest.with_name(f"{DATABASE_MEMBER}.{source.extension}")
         try:

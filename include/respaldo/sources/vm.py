@@ -78,7 +78,8 @@ def _run_hook(session: SshSession, label: str, command: str, log: logging.Logger
         for line in text[-HOOK_OUTPUT_LIMIT:].splitlines():
             log.info("«%s» (%s): %s", label, stream, line)
     if proc.returncode != 0:
-        reason = explain_ssh_failure(proc.stderr, session) or (proc.stderr.strip()[-500:] or "sin mensaje")
+        reason = (explain_ssh_failure(proc.stderr, session, proc.returncode)
+                  or proc.stderr.strip()[-500:] or "sin mensaje")
         raise CopyError(f"El comando «{label}» falló en {session.describe()} (código {proc.returncode}): {reason}")
 
 
@@ -101,7 +102,7 @@ class VmSource(Source):
                 original, compressed, sha256 = copy_compressed(
                     session.argv(tar_argv("/", relative, [], sparse=True)), dest, env=session.env, log=log,
                     what=f"copia de imágenes por SSH desde {session.describe()}", secrets=session.secrets,
-                    ok_codes=TAR_OK, explain=lambda text: explain_ssh_failure(text, session),
+                    ok_codes=TAR_OK, explain=lambda text, code: explain_ssh_failure(text, session, code),
                 )
             except BaseException as copy_error:
                 if target.after:

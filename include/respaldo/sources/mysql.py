@@ -1,0 +1,377 @@
+"""MySQL and MariaDB databases, copied with ``mariadb-dump`` as plain SQL.
+
+The copy is one consistent snapshot that does not lock the application: ``--single-transaction``
+reads every InnoDB table inside one ``REPEATABLE READ`` transaction (so no ``LOCK TABLES`` and no
+global read lock), with ``--quick`` streaming rows instead of buffering whole tables. Routines,
+triggers and events go in with the tables; binary columns are written in hex and text as utf8mb4, so
+nothing depends on the restoring client's character set. The database is named without
+``--databases``, so the file holds no ``CREATE DATABASE`` or ``USE`` and restores into any database:
+``zstd -dc X.sql.zst | mariadb OTRA``. Tables of non-transactional engines (MyISAM, Aria) are read
+without a lock, so they are only as consistent as their writers allow.
+
+The date: mariadb-dump ends a complete dump with ``-- Dump completed on YYYY-MM-DD HH:MM:SS``, in
+the client's local time (the tool runs with ``TZ=UTC``). ``verificar_fecha`` reads that last line
+back; a dump without it stopped before the end, so a truncated copy is caught there.
+
+DEFINER clauses are kept: on the original server, or any restored as an administrator, views,
+triggers, routines and events keep running as the account they were written for. To restore as a
+user without the ``SET USER`` privilege, strip them outside the data rows while restoring::
+
+    zstd -dc X.sql.zst | sed -E '/^INSERT INTO /!s/DEFINER=`[^`]*`(@`[^`]*`)?//g' | mariadb OTRA
+
+Least privileges for a complete copy of database ``db`` (measured on MariaDB 10.11)::
+
+    GRANT SELECT, SHOW VIEW, TRIGGER, EVENT ON `db`.* TO 'respaldo'@'%';
+    GRANT SELECT ON mysql.proc TO 'respaldo'@'%';   -- to read the bodies of routines
+
+Instead of ``mysql.proc``, MariaDB 11.3+ accepts ``SHOW CREATE ROUTINE ON `db`.*`` and MySQL
+8.0.20+ ``SHOW_ROUTINE ON *.*``; ``ALL PRIVILEGES ON `db`.*`` is not enough for routines.
+``LOCK TABLES``, ``RELOAD`` and ``PROCESS`` are not needed. Without ``TRIGGER`` or the routine grant
+mariadb-dump leaves triggers, functions and procedures out *without any error* (and tables the
+user cannot see), so the copy reads ``SHOW GRANTS`` first and refuses to take an incomplete backup.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from respaldo.errors import CopyError, DateCheckError
+from respaldo.process import private_dir, run_to_file, write_private
+from respaldo.sources.base import CopyResult, Source, TargetBase
+
+CONNECT_TIMEOUT_SECONDS = 20
+#: The pre-copy check runs a few catalogue queries; anything slower is a server in trouble.
+PREFLIGHT_TIMEOUT_SECONDS = 120
+#: Privileges the backup user needs on the database itself; mariadb-dump silently skips the tables
+#: and triggers it cannot see, so they are checked before copying.
+DATABASE_PRIVILEGES = ("SELECT", "SHOW VIEW", "TRIGGER", "EVENT")
+#: Grants besides SELECT on ``mysql.proc`` that let a user read routine bodies it does not own:
+#: MariaDB 11.3+ and MySQL 8.0.20+ respectively.
+ROUTINE_PRIVILEGES = ("SHOW CREATE ROUTINE", "SHOW_ROUTINE")
+DUMP_OPTIONS = (
+    "--single-transaction",  # one consistent InnoDB snapshot, no table locks
+    "--quick",  # stream rows, flat memory whatever the table size
+    "--routines", "--triggers", "--events",
+    "--hex-blob",  # binary columns as 0x..., immune to charset conversion
+    "--max-allowed-packet=1G",  # the default (24 MiB) fails on any larger row, e.g. a scanned document
+    "--default-character-set=utf8mb4",
+    "--no-tablespaces",  # tablespace DDL needs PROCESS and does not belong in a one-database dump
+    "--tz-utc",  # TIMESTAMP values written in UTC, restored the same in any server time zone
+    "--comments", "--dump-date",  # the footer "-- Dump completed on ..." that verificar_fecha reads
+)
+HEADER = re.compile(rb"^-- (MariaDB|MySQL) dump \d", re.MULTILINE)
+FOOTER = re.compile(r"^-- Dump completed on (\d{4}-\d{2}-\d{2}) +(\d{1,2}):(\d{2}):(\d{2})$")
+#: How much of each end of the file is read to find the header and the footer.
+EDGE_BYTES = 4096
+
+
+class MysqlTarget(TargetBase):
+    """A MySQL or MariaDB database reached through an Airflow connection of type ``mysql``."""
+
+    kind: Literal["mysql"]
+    conn_id: Annotated[
+        str,
+        Field(min_length=1, description="Conexión de Airflow (tipo mysql) con servidor, puerto, usuario y clave.",
+              examples=["mysql_portal"]),
+    ]
+    database: Annotated[
+        str | None,
+        Field(min_length=1, max_length=64, description="Base de datos a copiar; por defecto la de la conexión "
+              "(su campo «schema»).", examples=["portal_web"]),
+    ] = None
+    exclude_tables: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=64)]],
+        Field(description="Tablas de esa base que no se copian (nombres exactos, sin comodines).",
+              examples=[["sesiones", "cache_paginas"]]),
+    ] = []
+
+
+@dataclass(frozen=True)
+class _Server:
+    """Where and as whom to connect; the password lives only in the private options file."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+    options_file: Path
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def _option_value(value: str) -> str:
+    """Quote a value for a MySQL option file (the parser unescapes these inside double quotes)."""
+    escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+               .replace("\t", "\\t"))
+    return f'"{escaped}"'
+
+
+def _tool_env(secrets_dir: Path) -> dict[str, str]:
+    """Environment for the client tools: no MYSQL_PWD/MYSQL_HOST from the worker, no ~/.my.cnf."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("MYSQL", "MARIADB"))}
+    # ~/.my.cnf is read after --defaults-extra-file and would override the connection's user and
+    # password; a private HOME leaves only the system-wide files and ours.
+    env.update(TZ="UTC", HOME=str(secrets_dir))
+    return env
+
+
+def _like(pattern: str) -> re.Pattern[str]:
+    """A database name in a GRANT is a LIKE pattern (``%``, ``_``, ``\\`` escapes)."""
+    out, chars = [], iter(pattern)
+    for char in chars:
+        if char == "\\":
+            out.append(re.escape(next(chars, "\\")))
+        elif char == "%":
+            out.append(".*")
+        elif char == "_":
+            out.append(".")
+        else:
+            out.append(re.escape(char))
+    return re.compile("".join(out), re.DOTALL)
+
+
+_GRANT = re.compile(r"^GRANT (?P<privileges>.+?) ON (?P<db>\*|`(?:[^`]|``)*`)\.(?P<table>\*|`(?:[^`]|``)*`) TO ")
+
+
+def held_privileges(grants: list[str], database: str) -> tuple[set[str], set[str]]:
+    """What ``SHOW GRANTS`` lines give on ``database`` (global grants included), and on every database.
+
+    Column and table grants are left out: a dump needs the whole database. A role's grants count
+    when SHOW GRANTS lists them (MariaDB does for the roles the session has enabled).
+    """
+    on_database: set[str] = set()
+    everywhere: set[str] = set()
+    for line in grants:
+        match = _GRANT.match(line)
+        if not match or match["table"] != "*":
+            continue
+        db = match["db"]
+        if db != "*" and not _like(db[1:-1].replace("``", "`")).fullmatch(database):
+            continue
+        privileges = re.sub(r"\([^)]*\)", "(columnas)", match["privileges"])
+        found = {p.strip() for p in privileges.split(",") if "(" not in p}
+        on_database |= found
+        if db == "*":
+            everywhere |= found
+    return on_database, everywhere
+
+
+def missing_privileges(grants: list[str], database: str) -> list[str]:
+    """The :data:`DATABASE_PRIVILEGES` that ``SHOW GRANTS`` lines do not give on ``database``."""
+    held, _ = held_privileges(grants, database)
+    if "ALL PRIVILEGES" in held:
+        return []
+    return [p for p in DATABASE_PRIVILEGES if p not in held]
+
+
+def reads_routines(grants: list[str], database: str) -> bool:
+    """Whether the grants let SHOW CREATE PROCEDURE/FUNCTION show bodies of routines the user did not
+    create, other than through SELECT on ``mysql.proc`` (which is probed directly)."""
+    held, everywhere = held_privileges(grants, database)
+    # ALL PRIVILEGES on the database alone is not enough (checked on MariaDB 10.11).
+    return bool(set(ROUTINE_PRIVILEGES) & held) or bool({"SELECT", "ALL PRIVILEGES"} & everywhere)
+
+
+_ERROR_CODE = re.compile(r"(?:Got error: |ERROR )(\d{4})")
+
+
+def _tool(*names: str) -> str:
+    """The first of ``names`` installed (MariaDB's client names, then MySQL's)."""
+    for name in names:
+        if shutil.which(name):
+            return name
+    raise CopyError(f"No está instalado «{names[0]}» en esta máquina (paquete mariadb-client): sin él no se puede "
+                    "copiar ni revisar una base MySQL/MariaDB.")
+
+
+class MysqlSource(Source):
+    kind = "mysql"
+    model = MysqlTarget
+    extension = "sql"
+    label = "base de datos MySQL/MariaDB"
+    category = "bases de datos"
+    restore_hint = "mariadb -e 'CREATE DATABASE NUEVA' && zstd -dc {artifact} | mariadb NUEVA"
+
+    def _connection(self, target: MysqlTarget):
+        from airflow.sdk import BaseHook
+
+        return BaseHook.get_connection(target.conn_id)
+
+    def _server(self, target: MysqlTarget, secrets_dir: Path) -> _Server:
+        """Write the connection to a 0600 options file; the password never reaches argv or the env."""
+        conn = self._connection(target)
+        database = target.database or conn.schema
+        if not database:
+            raise CopyError(f"No se sabe qué base copiar: ni el objetivo «{target.id}» (campo database) ni la "
+                            f"conexión «{target.conn_id}» (campo schema) la indican.")
+        server = _Server(host=conn.host or "localhost", port=int(conn.port or 3306), user=conn.login or "",
+                         password=conn.password or "", database=database, options_file=secrets_dir / "cliente.cnf")
+        lines = ["[client]", f"host={_option_value(server.host)}", f"port={server.port}"]
+        if server.user:
+            lines.append(f"user={_option_value(server.user)}")
+        if server.password:
+            lines.append(f"password={_option_value(server.password)}")
+        extra = conn.extra_dejson or {}
+        if extra.get("unix_socket"):
+            lines.append(f"socket={_option_value(str(extra['unix_socket']))}")
+        ssl = extra.get("ssl")
+        if isinstance(ssl, str):
+            try:
+                ssl = json.loads(ssl)
+            except ValueError:
+                ssl = None
+        if isinstance(ssl, dict):
+            lines.append("ssl")
+            for key in ("ca", "cert", "key"):
+                if ssl.get(key):
+                    lines.append(f"ssl-{key}={_option_value(str(ssl[key]))}")
+        write_private(server.options_file, "\n".join(lines) + "\n")
+        return server
+
+    def _explain(self, server: _Server, text: str) -> str:
+        """The server's error, in words the IT office can act on."""
+        match = _ERROR_CODE.search(text)
+        code = int(match[1]) if match else None
+        if code == 1045:
+            return f"el servidor {server.where} rechazó el usuario «{server.user}» o su clave"
+        if code == 1049:
+            return f"la base «{server.database}» no existe en {server.where}"
+        if code in (2002, 2003, 2005):
+            return (f"no se pudo conectar con el servidor {server.where} (¿está encendido, escucha en ese puerto "
+                    "y el firewall lo permite?)")
+        if code in (2006, 2013):
+            return f"se perdió la conexión con el servidor {server.where} durante la copia"
+        if code == 1044:
+            # The server answers the same to a missing database and to one the user may not see.
+            return (f"el usuario «{server.user}» no puede entrar a la base «{server.database}»: no existe en "
+                    f"{server.where} o no se le otorgaron privilegios sobre ella")
+        if code in (1142, 1143, 1227):
+            return f"al usuario «{server.user}» le faltan privilegios en la base «{server.database}»"
+        return ""
+
+    def _client(self, server: _Server, sql: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+        # --defaults-extra-file must come first: the client only honours it in that position.
+        argv = [_tool("mariadb", "mysql"), f"--defaults-extra-file={server.options_file}",
+                f"--connect-timeout={CONNECT_TIMEOUT_SECONDS}", "--batch", "--raw", "--skip-column-names",
+                "--default-character-set=utf8mb4", "-e", sql, "--", server.database]
+        try:
+            return subprocess.run(argv, env=env, capture_output=True, text=True, check=False,  # noqa: S603
+                                  timeout=PREFLIGHT_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired as err:
+            raise CopyError(f"La base «{server.database}» en {server.where} no respondió en "
+                            f"{PREFLIGHT_TIMEOUT_SECONDS} s") from err
+
+    def _preflight(self, server: _Server, env: dict[str, str], log: logging.Logger | None) -> str:
+        """Connect, and check the grants a complete dump needs; return the user the server sees.
+
+        mariadb-dump leaves out, without an error, the tables it cannot list, the triggers it has no
+        TRIGGER privilege for and the routines it cannot read from ``mysql.proc``: a copy that would
+        restore without them is refused here instead.
+        """
+        sql = ("SELECT 'usuario', CURRENT_USER(); SHOW GRANTS; "
+               "SELECT 'colacion', name FROM mysql.proc WHERE db = DATABASE() AND db_collation <> "
+               "(SELECT DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = DATABASE())")
+        proc = self._client(server, sql, env)
+        out = proc.stdout.splitlines()
+        error = proc.stderr.strip()
+        if server.password:
+            error = error.replace(server.password, "********")
+        connected = bool(out) and out[0].startswith("usuario\t")
+        if not connected:
+            plain = self._explain(server, error)
+            raise CopyError(f"No se pudo abrir la base «{server.database}» en {server.where}: "
+                            f"{plain + ' (' + error + ')' if plain else error or 'sin mensaje del cliente mariadb'}")
+        user = out[0].split("\t", 1)[1]
+        grants = [line for line in out[1:] if line.startswith("GRANT ")]
+        missing = [f"{p} ON `{server.database}`.*" for p in missing_privileges(grants, server.database)]
+        if proc.returncode != 0:
+            # The mysql.proc query failed: not readable (MariaDB) or not there at all (MySQL 8).
+            if "mysql`.`proc" not in error and "mysql.proc" not in error:
+                raise CopyError(f"No se pudo revisar la base «{server.database}» en {server.where}: {error}")
+            if not reads_routines(grants, server.database):
+                missing.append("SHOW_ROUTINE ON *.*" if "doesn't exist" in error else "SELECT ON mysql.proc")
+        if missing:
+            name, _, host = user.rpartition("@")
+            account = f"'{name}'@'{host}'"
+            statements = "; ".join(f"GRANT {m} TO {account}" for m in missing)
+            raise CopyError(
+                f"Al usuario {user} le faltan privilegios para una copia completa de «{server.database}» en "
+                f"{server.where}: {', '.join(missing)}. Sin ellos mariadb-dump omite en silencio tablas, "
+                f"disparadores o procedimientos. Un administrador puede otorgarlos con: {statements}"
+            )
+        renamed = [line.split("\t", 1)[1] for line in out if line.startswith("colacion\t")]
+        if renamed and log is not None:
+            log.warning(
+                "Las rutinas %s se crearon con otra colación de la base; mariadb-dump escribirá "
+                "ALTER DATABASE `%s` alrededor de ellas y la copia solo restaurará en una base con ese nombre. "
+                "Recréelas (DROP y CREATE) para que la copia restaure en cualquier base.",
+                ", ".join(renamed), server.database,
+            )
+        return user
+
+    def copy(self, target: MysqlTarget, dest: Path, log: logging.Logger) -> CopyResult:
+        with private_dir() as secrets_dir:
+            server = self._server(target, secrets_dir)
+            env = _tool_env(secrets_dir)
+            tool = _tool("mariadb-dump", "mysqldump")
+            user = self._preflight(server, env, log)
+            log.info("%s de la base «%s» en %s (usuario %s), una transacción consistente sin bloqueos",
+                     tool, server.database, server.where, user)
+            argv = [tool, f"--defaults-extra-file={server.options_file}", *DUMP_OPTIONS]
+            argv += [f"--ignore-table={server.database}.{table}" for table in target.exclude_tables]
+            argv += ["--", server.database]
+            size = run_to_file(argv, dest, env=env, log=log, what=tool, secrets=[server.password],
+                               explain=lambda text, _code: self._explain(server, text))
+        if size == 0:
+            dest.unlink(missing_ok=True)
+            raise CopyError(f"{tool} no produjo datos: la copia está vacía")
+        return CopyResult(path=dest, bytes=size)
+
+    def read_stamp(self, target: MysqlTarget, path: Path) -> dt.datetime:
+        """Read the footer "-- Dump completed on ..." (UTC); a dump without it did not finish."""
+        with path.open("rb") as handle:
+            head = handle.read(EDGE_BYTES)
+            handle.seek(max(path.stat().st_size - EDGE_BYTES, 0))
+            tail = handle.read()
+        if not HEADER.search(head):
+            raise DateCheckError(f"La copia {path.name} no es un volcado de mariadb-dump o mysqldump: no empieza "
+                                 "con su encabezado «-- MariaDB dump».")
+        lines = tail.decode("utf-8", "replace").rstrip("\n").rsplit("\n", 1)
+        last = lines[-1].strip()
+        match = FOOTER.match(last)
+        if not match:
+            if last.startswith("-- Dump completed"):
+                raise DateCheckError(f"La copia {path.name} no trae la fecha de creación: mariadb-dump se ejecutó "
+                                     "sin --dump-date.")
+            raise DateCheckError(f"La copia {path.name} está incompleta o truncada: le falta la última línea "
+                                 "«-- Dump completed on …» que mariadb-dump escribe al terminar.")
+        day, hour, minute, second = match.groups()
+        try:
+            stamp = dt.datetime.strptime(f"{day} {int(hour):02d}:{minute}:{second}", "%Y-%m-%d %H:%M:%S")
+        except ValueError as err:
+            raise DateCheckError(f"Fecha de creación ilegible en la copia {path.name}: «{last}»") from err
+        return stamp.replace(tzinfo=dt.UTC)
+
+    def check(self, target: MysqlTarget) -> str:
+        with private_dir() as secrets_dir:
+            server = self._server(target, secrets_dir)
+            user = self._preflight(server, _tool_env(secrets_dir), None)
+        return f"base «{server.database}» en {server.where} como {user}"
+
+    def summary(self, target: MysqlTarget) -> str:
+        what = f"base MySQL/MariaDB «{target.database or '(la de la conexión)'}» (conexión `{target.conn_id}`)"
+        return f"{what}: {target.description}" if target.description else what
