@@ -275,3 +275,26 @@ def test_a_full_disk_fails_the_copy_plainly_and_keeps_earlier_backups(backups, r
         assert [p for p in backups.root.rglob("*") if p.is_file()] == [earlier]
     finally:
         subprocess.run(["umount", str(backups.root)], check=True)
+
+
+def test_a_typo_in_the_forms_targets_is_refused_before_the_run_starts(backups):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    backups.write([FINANCIERO])
+    with pytest.raises(ParamValidationError, match="'financero_pg' is not one of \\['financiero_pg'\\]"):
+        backups.run("respaldo_financiero", conf={"objetivos": ["financero_pg"]})
+
+
+def test_an_unknown_typed_target_fails_copia_instead_of_skipping_everything(backups):
+    """Large classes take typed ids (no pick list): copia itself refuses an id that is no target."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from respaldo.tasks import selected
+
+    backups.write([FINANCIERO, {**FINANCIERO, "id": "nomina_pg"}])
+    dag = backups.dag("respaldo_financiero")
+    assert selected("financiero_pg", {"params": {"objetivos": ["financiero_pg"]}, "dag": dag})
+    assert not selected("nomina_pg", {"params": {"objetivos": ["financiero_pg"]}, "dag": dag})
+    with pytest.raises(AirflowFailException, match="desconocido.*: financero_pg. Los de respaldo_financiero son: "
+                                                   "financiero_pg, nomina_pg"):
+        selected("financiero_pg", {"params": {"objetivos": ["financero_pg"]}, "dag": dag})

@@ -153,3 +153,13 @@ def test_parsing_opens_no_network_connection(tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [line for line in proc.stderr.splitlines() if "AF_INET" in line] == []
+
+
+def test_a_large_class_takes_typed_target_ids_instead_of_a_pick_list(tmp_path, monkeypatch):
+    from respaldo.dag_factory import PICK_LIST_LIMIT
+
+    targets = [{"id": f"base_{i:03d}", "kind": "postgres", "frequency": "diario", "conn_id": "pg"}
+               for i in range(PICK_LIST_LIMIT + 1)]
+    bag = dagbag(write_inventory(tmp_path / "inv.yaml", tmp_path, targets), monkeypatch)
+    schema = bag.get_dag("respaldo_diario").params.get_param("objetivos").schema
+    assert schema["items"] == {"type": "string"}
