@@ -162,8 +162,9 @@ def _params(targets: list[TargetBase]) -> dict[str, Any]:
 
 def _target_group(inventory: Inventory, dag_id: str, frequency: Frequency, target: TargetBase) -> None:
     from airflow.providers.smtp.notifications.smtp import SmtpNotifier
-    from airflow.sdk import TaskGroup, task
+    from airflow.sdk import TaskGroup, chain
 
+    from respaldo.operators import RespaldoStepOperator
     from respaldo.sensors import IntakeSensor
 
     source = source_for(target.kind)
@@ -190,17 +191,14 @@ def _target_group(inventory: Inventory, dag_id: str, frequency: Frequency, targe
         "on_failure_callback": [tasks.RecordFailure(target_dict, settings), notifier],
     }
     with TaskGroup(group_id=target.id, tooltip=summary_of(target), default_args=group_args):
-        def step(name: str, **kwargs: Any):
-            return task(getattr(tasks, name), task_id=name, doc_md=TASK_DOCS[name], **kwargs)
-
         if isinstance(target, ManualTarget):
-            copied = IntakeSensor(task_id="copia", target=target_dict, settings=settings,
-                                  doc_md=TASK_DOCS["copia_manual"]).output
+            first = IntakeSensor(task_id="copia", target=target_dict, settings=settings,
+                                 doc_md=TASK_DOCS["copia_manual"])
         else:
-            copied = step("copia", pool=source.pool(target))(target=target_dict, settings=settings)
-        checked = step("verificar_fecha")(target=target_dict, settings=settings, copy=copied)
-        done = step("comprimir")(target=target_dict, settings=settings, checked=checked)
-        step("registrar")(target=target_dict, settings=settings, done=done)
+            first = RespaldoStepOperator(step="copia", target=target_dict, settings=settings,
+                                         pool=source.pool(target), doc_md=TASK_DOCS["copia"])
+        chain(first, *(RespaldoStepOperator(step=name, target=target_dict, settings=settings, doc_md=TASK_DOCS[name])
+                       for name in tasks.STEPS[1:]))
 
 
 def build_dag(inventory: Inventory, name: str):
