@@ -223,8 +223,8 @@ Subsystem sftp internal-sftp
 MaxStartups 100
 LogLevel VERBOSE
 """)
-        log = open(self.dir / "sshd.log", "wb")  # noqa: SIM115 - lives as long as the server
-        self.process = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stderr=log)
+        with open(self.dir / "sshd.log", "wb") as log:
+            self.process = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stderr=log)
         wait_for_port(self.port)
         return self
 
