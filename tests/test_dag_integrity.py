@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,7 @@ def test_every_dag_has_owner_retries_tags_and_docs(bag):
         for task in dag.tasks:
             assert task.retries is not None and task.owner == "sistemas", task.task_id
             assert task.retry_exponential_backoff and task.doc_md
+            assert task.execution_timeout == dt.timedelta(hours=6), "a hung copy must not block later runs"
 
 
 def test_each_target_is_a_task_group_of_the_four_steps_in_order(bag):

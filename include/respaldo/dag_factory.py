@@ -87,7 +87,8 @@ def _doc_md(inventory: Inventory, name: str, frequency: Frequency, targets: list
         "",
         f"**Cuándo:** {frequency.describe(inventory.timezone)}. Sin recuperar ejecuciones atrasadas al "
         "desplegar; una ejecución a la vez; "
-        f"{frequency.retries} reintentos cada {frequency.retry_delay_minutes} min (creciendo).",
+        f"{frequency.retries} reintentos cada {frequency.retry_delay_minutes} min (creciendo); cada tarea tiene "
+        f"como máximo {frequency.timeout_hours:g} h.",
         "",
         "**Qué respalda** (un grupo de tareas por objetivo: `copia` → `verificar_fecha` → `comprimir` → "
         "`registrar`, los pasos 4, 3, 5 y 6 del procedimiento):",
@@ -225,6 +226,7 @@ def build_dag(inventory: Inventory, name: str):
             "retries": frequency.retries,
             "retry_delay": dt.timedelta(minutes=frequency.retry_delay_minutes),
             "retry_exponential_backoff": 2.0,
+            "execution_timeout": dt.timedelta(hours=frequency.timeout_hours),
             "max_retry_delay": MAX_RETRY_DELAY,
         },
     ) as dag:

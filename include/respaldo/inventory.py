@@ -84,6 +84,10 @@ class Frequency(_Model):
     description: Annotated[str, Field(description="Qué respalda esta clase y cada cuánto, para la UI.")] = ""
     retries: Annotated[int, Field(ge=0, le=10, description="Reintentos de cada tarea.")] = 2
     retry_delay_minutes: Annotated[int, Field(ge=1, le=720, description="Minutos entre reintentos.")] = 5
+    timeout_hours: Annotated[
+        float, Field(gt=0, le=168, description="Horas máximas de cada tarea; una copia colgada falla y avisa en vez "
+                     "de bloquear las siguientes ejecuciones.", examples=[6])
+    ] = 6
 
     @field_validator("schedule")
     @classmethod
