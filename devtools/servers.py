@@ -74,7 +74,9 @@ class PostgresServer:
                 "-c", "fsync=off", "-c", "max_connections=100"]
         if os.geteuid() == 0:
             argv = ["runuser", "-u", "postgres", "--", *argv]
-        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Its own session: a terminal's Ctrl-C reaches whoever started it, who stops it in order.
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=True)
         wait_for_port(self.port)
         deadline = time.monotonic() + 30
         while self.psql("select 1", check=False).returncode != 0:
@@ -316,7 +318,9 @@ class MariaDBServer:
                 f"--log-error={self._tmp / 'error.log'}", *account, "--skip-name-resolve",
                 "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci",
                 "--innodb-buffer-pool-size=128M", "--innodb-flush-log-at-trx-commit=0", "--max-connections=100"]
-        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Its own session: a terminal's Ctrl-C reaches whoever started it, who stops it in order.
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=True)
         wait_for_port(self.port)
         deadline = time.monotonic() + 30
         while self.sql("SELECT 1", check=False).returncode != 0:
