@@ -37,7 +37,16 @@ FREQUENCIES = {
     "financiero": {"schedule": ["0 13 * * *", "0 22 * * *"], "retries": 0},
     "diario": {"schedule": "0 23 * * *", "retries": 0},
     "reintentos": {"schedule": "0 3 * * *", "retries": 1, "retry_delay_minutes": 1},
+    "entregas": {"schedule": "0 23 * * *", "retries": 0},
 }
+
+
+def manual_target(intake: Path) -> dict:
+    return {"id": "nomina_manual", "kind": "files", "frequency": "entregas", "mechanism": "manual",
+            "intake": {"path": str(intake), "pattern": "nomina_{fecha}.zip", "wait_hours": 0.001,
+                       "poke_minutes": 0.02, "settle_seconds": 0}}
+
+
 DAGS = [f"respaldo_{name}" for name in FREQUENCIES]
 METADATA_DB = f"respaldo_test_e2e_airflow_{RUN_KEY}"
 
@@ -55,6 +64,7 @@ class E2E:
         self.api = stack.api
         self.root = root
         self.inventory = inventory
+        self.intake = inventory.parent / "entregas"
 
     def run_to_end(self, dag_id: str, conf: dict | None = None, logical_date: dt.datetime | None = None,
                    timeout: float = 180) -> tuple[str, str]:
@@ -67,7 +77,10 @@ def e2e(tmp_path_factory, source_pg, smtp):
     work = tmp_path_factory.mktemp("e2e")
     root = work / "respaldos"
     root.mkdir()
-    inventory = write_inventory(work / "inventory.yaml", root, [FINANCIERO, SISTEMA, CLAVE_MALA], FREQUENCIES)
+    intake = work / "entregas"
+    intake.mkdir()
+    inventory = write_inventory(work / "inventory.yaml", root,
+                                [FINANCIERO, SISTEMA, CLAVE_MALA, manual_target(intake)], FREQUENCIES)
     connections = {key: value for key, value in os.environ.items() if key.startswith("AIRFLOW_CONN_")}
     _system_sql(f'CREATE DATABASE "{METADATA_DB}"')
     stack = AirflowStack(home=work / "airflow", database_url=f"postgresql+psycopg://postgres@127.0.0.1:5432/"
@@ -143,20 +156,25 @@ def test_a_manual_run_without_a_date_succeeds_and_registers_no_logical_date(e2e,
     assert Path(row["artifact_path"]).is_file()
 
 
+def backfill_runs(e2e, dag_id: str, slots: list[dt.datetime], timeout: float = 240) -> list[dict]:
+    """Wait for the backfill runs of ``slots`` to finish; return them in slot order."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = [r for r in e2e.api.runs(dag_id, run_type="backfill")
+                if r["logical_date"] and dt.datetime.fromisoformat(r["logical_date"]) in slots]
+        if len(runs) == len(slots) and all(r["state"] in ("success", "failed") for r in runs):
+            return sorted(runs, key=lambda r: dt.datetime.fromisoformat(r["logical_date"]))
+        assert time.monotonic() < deadline, f"backfill runs not finished: {runs}"
+        time.sleep(1)
+
+
 def test_a_backfill_of_two_past_slots_makes_two_runs_two_rows_and_two_artifacts(e2e, register_rows):
     slots = [dt.datetime(2026, 2, 10, 13, 0, tzinfo=BOGOTA), dt.datetime(2026, 2, 10, 22, 0, tzinfo=BOGOTA)]
     backfill = e2e.api.create_backfill("respaldo_financiero", dt.datetime(2026, 2, 10, 12, 0, tzinfo=BOGOTA),
                                        dt.datetime(2026, 2, 10, 23, 0, tzinfo=BOGOTA))
     assert backfill["dag_id"] == "respaldo_financiero"
 
-    deadline = time.monotonic() + 240
-    while True:
-        runs = e2e.api.runs("respaldo_financiero", run_type="backfill")
-        runs = [r for r in runs if r["logical_date"] and dt.datetime.fromisoformat(r["logical_date"]) in slots]
-        if len(runs) == 2 and all(r["state"] in ("success", "failed") for r in runs):
-            break
-        assert time.monotonic() < deadline, f"backfill runs not finished: {runs}"
-        time.sleep(1)
+    runs = backfill_runs(e2e, "respaldo_financiero", slots)
 
     assert sorted(dt.datetime.fromisoformat(r["logical_date"]) for r in runs) == slots
     assert [r["state"] for r in runs] == ["success", "success"]
@@ -168,6 +186,26 @@ def test_a_backfill_of_two_past_slots_makes_two_runs_two_rows_and_two_artifacts(
     assert all(row["status"] == "success" and row["backup_at"] > slots[1] for row in rows)
     artifacts = {row["artifact_path"] for row in rows}
     assert len(artifacts) == 2 and all(Path(path).is_file() for path in artifacts)
+
+
+def test_a_backfill_of_a_manual_target_gives_each_past_slot_its_own_file_and_date(e2e, register_rows):
+    slots = [dt.datetime(2026, 2, day, 23, 0, tzinfo=BOGOTA) for day in (1, 2, 3)]
+    for number, slot in enumerate(slots):
+        path = e2e.intake / f"nomina_{slot:%Y%m%d}.zip"
+        path.write_bytes(os.urandom(3000))
+        delivered = (slot - dt.timedelta(hours=5) + dt.timedelta(minutes=number)).timestamp()
+        os.utime(path, (delivered, delivered))
+    e2e.api.create_backfill("respaldo_entregas", dt.datetime(2026, 2, 1, tzinfo=BOGOTA),
+                            dt.datetime(2026, 2, 3, 23, 30, tzinfo=BOGOTA))
+    runs = backfill_runs(e2e, "respaldo_entregas", slots)
+
+    assert [r["state"] for r in runs] == ["success"] * 3
+    rows = [register_rows(target="nomina_manual", run_id=r["dag_run_id"])[0] for r in runs]
+    assert [row["backup_at"] for row in rows] == slots == [row["logical_date"] for row in rows]
+    assert [row["original_name"] for row in rows] == [f"nomina_{s:%Y%m%d}.zip" for s in slots]
+    assert [Path(row["artifact_path"]).name for row in rows] == [f"nomina_manual_{s:%Y%m%d}T230000.zip.zst"
+                                                                for s in slots]
+    assert sorted(p.name for p in (e2e.intake / "tomados").iterdir()) == [f"nomina_{s:%Y%m%d}.zip" for s in slots]
 
 
 def test_clearing_a_finished_task_group_reruns_it_and_updates_its_one_register_row(e2e, register_rows):
