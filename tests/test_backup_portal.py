@@ -70,3 +70,26 @@ def test_a_portal_whose_database_fails_leaves_no_half_portal(backups, portal_fil
     [row] = register_rows(target="portal_web", run_id=run.run_id)
     assert row["status"] == "failed" and "password authentication failed" in row["error"]
     assert [p for p in backups.root.rglob("*") if p.is_file()] == []
+
+
+def test_a_portal_on_mysql_restores_with_mariadb_and_tar(backups, source_mariadb, portal_files, tmp_path,
+                                                         register_rows):
+    target = portal(portal_files)
+    target["database"] = {"kind": "mysql", "conn_id": "mysql_fuente", "database": "tesoreria"}
+    target["files"] = {**target["files"], "conn_id": None}
+    backups.write([target])
+    run = backups.run("respaldo_diario")
+
+    [row] = register_rows(target="portal_web", run_id=run.run_id)
+    assert row["status"] == "success", row["error"]
+    restored = tmp_path / "portal"
+    restored.mkdir()
+    subprocess.run(f"zstd -dc '{row['artifact_path']}' | tar -x -C '{restored}'", shell=True, check=True)
+    assert sorted(p.name for p in restored.iterdir()) == ["archivos", "base_de_datos.sql"]
+    assert snapshot(restored / "archivos") == {k: v for k, v in snapshot(portal_files).items()
+                                              if not k.endswith(".tmp")}
+    source_mariadb.sql("CREATE DATABASE portal_mysql_restaurado")
+    with open(restored / "base_de_datos.sql", "rb") as dump:
+        subprocess.run(source_mariadb.client_argv("portal_mysql_restaurado"), stdin=dump, check=True,
+                       capture_output=True)
+    assert source_mariadb.table_checksums("portal_mysql_restaurado") == source_mariadb.table_checksums("tesoreria")
