@@ -135,15 +135,18 @@ def test_a_database_that_is_down_fails_cleanly(backups, register_rows, monkeypat
     assert not list(backups.root.rglob("*.zst"))
 
 
-def _find_pg_dump(root: Path, timeout: float = 60) -> int:
+def _find_pg_dump(target_id: str, timeout: float = 60) -> int:
+    """The pid of the pg_dump respaldo runs for ``target_id`` (found by its application name)."""
+    marker = f"PGAPPNAME=respaldo {target_id}".encode()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if argv and argv[0].endswith(b"pg_dump") and any(str(root).encode() in a for a in argv):
+            if argv and argv[0].endswith(b"pg_dump") and marker in environ:
                 return int(pid)
         time.sleep(0.05)
     raise AssertionError("pg_dump never started")
@@ -157,12 +160,16 @@ def test_a_killed_dump_leaves_nothing_partial_and_no_secret_in_argv_or_environme
     seen: dict[str, bytes] = {}
 
     def kill_the_dump():
-        pid = _find_pg_dump(backups.root)
-        time.sleep(0.5)
-        seen["argv"] = Path(f"/proc/{pid}/cmdline").read_bytes()
-        seen["environ"] = Path(f"/proc/{pid}/environ").read_bytes()
-        seen["staged"] = b"\n".join(str(p).encode() for p in staged_files(backups.root))
-        os.kill(pid, signal.SIGKILL)
+        try:
+            pid = _find_pg_dump("financiero_pg")
+            time.sleep(0.5)
+            seen["argv"] = Path(f"/proc/{pid}/cmdline").read_bytes()
+            seen["environ"] = Path(f"/proc/{pid}/environ").read_bytes()
+            seen["staged"] = b"\n".join(str(p).encode() for p in staged_files(backups.root))
+            os.kill(pid, signal.SIGKILL)
+        finally:  # whatever happened, never leave the dump waiting on the lock
+            source_pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE application_name = 'respaldo financiero_pg'", check=False)
 
     with psycopg.connect(host="127.0.0.1", port=source_pg.port, user="postgres", password=source_pg.password,
                          dbname="financiero") as blocker:
@@ -259,7 +266,7 @@ def test_a_copy_stamped_outside_the_run_is_rejected(source_pg, tmp_path):
 
 
 def test_a_full_disk_fails_the_copy_plainly_and_keeps_earlier_backups(backups, register_rows):
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(backups.root)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(backups.root)], check=True)
     try:
         earlier = backups.root / "financiero/financiero_pg/2026/01/financiero_pg_20260101T130000.dump.zst"
         earlier.parent.mkdir(parents=True)
@@ -269,8 +276,8 @@ def test_a_full_disk_fails_the_copy_plainly_and_keeps_earlier_backups(backups, r
 
         [row] = register_rows(target="financiero_pg", run_id=run.run_id)
         assert row["status"] == "failed" and row["step"] == "copia"
-        assert row["error"].startswith("Falló «copia»: pg_dump terminó con código 1: se quedó sin espacio en disco")
-        assert f"{backups.root}/.staging/" in row["error"]
+        no_space = f"Falló «copia»: pg_dump: se quedó sin espacio en disco en {backups.root}/.staging/"
+        assert row["error"].startswith(no_space), row["error"]
         assert earlier.read_bytes() == b"copia anterior"
         assert [p for p in backups.root.rglob("*") if p.is_file()] == [earlier]
     finally:

@@ -95,7 +95,8 @@ class Source(ABC):
     category: ClassVar[str]
     #: Restore instructions shown in the DAG docs; ``{artifact}`` is the artifact's path.
     restore_hint: ClassVar[str]
-    #: Whether :meth:`copy` compresses as it copies (its ``dest`` then ends in ``.zst``).
+    #: Whether :meth:`copy` compresses as it copies when its ``dest`` ends in ``.zst`` (so the
+    #: compression overlaps the dump and nothing uncompressed lands on disk).
     compresses: ClassVar[bool] = False
 
     @abstractmethod
@@ -103,11 +104,16 @@ class Source(ABC):
         """Take the copy into ``dest`` (a new file); raise :class:`~respaldo.errors.CopyError`."""
 
     def read_stamp(self, target: TargetBase, path: Path) -> dt.datetime | None:
-        """The creation date the system assigned to the copy.
+        """The creation date the system assigned to the copy (``path`` may be compressed: ``.zst``).
 
-        By default the date the filesystem stamped on the staged file when the copy wrote it; kinds
-        whose dump carries its own date (pg_dump's header, mariadb-dump's footer) read that instead.
+        By default the date the filesystem stamped on the staged file when the copy wrote it, after
+        reading a compressed copy to its end to check it; kinds whose dump carries its own date
+        (pg_dump's header, mariadb-dump's footer) read that instead.
         """
+        if path.name.endswith(".zst"):
+            from respaldo.artifacts import scan_compressed
+
+            scan_compressed(path)
         return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).replace(microsecond=0)
 
     @abstractmethod

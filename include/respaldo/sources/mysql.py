@@ -46,6 +46,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from respaldo.artifacts import copy_compressed, scan_compressed
 from respaldo.errors import CopyError, DateCheckError
 from respaldo.process import private_dir, run_to_file, write_private
 from respaldo.sources.base import CopyResult, Source, TargetBase
@@ -205,6 +206,7 @@ class MysqlSource(Source):
     label = "base de datos MySQL/MariaDB"
     category = "bases de datos"
     restore_hint = "mariadb -e 'CREATE DATABASE NUEVA' && zstd -dc {artifact} | mariadb NUEVA"
+    compresses = True
 
     def _connection(self, target: MysqlTarget):
         from airflow.sdk import BaseHook
@@ -334,19 +336,31 @@ class MysqlSource(Source):
             argv = [tool, f"--defaults-extra-file={server.options_file}", *DUMP_OPTIONS]
             argv += [f"--ignore-table={server.database}.{table}" for table in target.exclude_tables]
             argv += ["--", server.database]
-            size = run_to_file(argv, dest, env=env, log=log, what=tool, secrets=[server.password],
-                               explain=lambda text, _code: self._explain(server, text))
-        if size == 0:
+            explain = lambda text, _code: self._explain(server, text)  # noqa: E731
+            if dest.name.endswith(".zst"):  # compressed as it arrives: overlaps the dump, no raw copy on disk
+                original, compressed, sha256 = copy_compressed(argv, dest, env=env, log=log, what=tool,
+                                                               secrets=[server.password], explain=explain)
+                result = CopyResult(path=dest, bytes=compressed, compressed=True, original_bytes=original,
+                                    sha256=sha256)
+            else:
+                size = run_to_file(argv, dest, env=env, log=log, what=tool, secrets=[server.password],
+                                   explain=explain)
+                result = CopyResult(path=dest, bytes=size)
+        if (result.original_bytes if result.compressed else result.bytes) == 0:
             dest.unlink(missing_ok=True)
             raise CopyError(f"{tool} no produjo datos: la copia está vacía")
-        return CopyResult(path=dest, bytes=size)
+        return result
 
     def read_stamp(self, target: MysqlTarget, path: Path) -> dt.datetime:
         """Read the footer "-- Dump completed on ..." (UTC); a dump without it did not finish."""
-        with path.open("rb") as handle:
-            head = handle.read(EDGE_BYTES)
-            handle.seek(max(path.stat().st_size - EDGE_BYTES, 0))
-            tail = handle.read()
+        if path.name.endswith(".zst"):  # read to the end, which also checks the compressed copy
+            scan = scan_compressed(path, edge=EDGE_BYTES)
+            head, tail = scan.head, scan.tail
+        else:
+            with path.open("rb") as handle:
+                head = handle.read(EDGE_BYTES)
+                handle.seek(max(path.stat().st_size - EDGE_BYTES, 0))
+                tail = handle.read()
         if not HEADER.search(head):
             raise DateCheckError(f"La copia {path.name} no es un volcado de mariadb-dump o mysqldump: no empieza "
                                  "con su encabezado «-- MariaDB dump».")

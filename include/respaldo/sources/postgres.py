@@ -1,7 +1,8 @@
 """PostgreSQL databases, copied with ``pg_dump`` in its custom format.
 
-The copy is ``pg_dump -Fc -Z0`` (no compression inside: step 5 compresses with zstd, several times
-faster than pg_dump's zlib). The archive's header carries the moment pg_dump started, stamped by
+The copy is ``pg_dump -Fc -Z0`` (no compression inside: zstd is several times faster than pg_dump's
+zlib), compressed with zstd as it arrives, so compressing overlaps the dump and no uncompressed copy
+lands on disk. The archive's header carries the moment pg_dump started, stamped by
 the system; ``verificar_fecha`` reads it back with ``pg_restore -l``. Restore with standard tools:
 ``zstd -dc X.dump.zst | pg_restore -d NEWDB``.
 
@@ -11,15 +12,18 @@ sequence it should copy, e.g. the built-in ``pg_read_all_data`` role (PostgreSQL
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field
 
+from respaldo.artifacts import copy_compressed, scan_compressed
 from respaldo.errors import CopyError, DateCheckError
 from respaldo.process import private_dir, run_to_file, write_private
 from respaldo.sources.base import CopyResult, Source, TargetBase
@@ -59,6 +63,7 @@ class PostgresSource(Source):
     label = "base de datos PostgreSQL"
     category = "bases de datos"
     restore_hint = "createdb NUEVA && zstd -dc {artifact} | pg_restore --no-owner -d NUEVA"
+    compresses = True
 
     def _connection(self, target: PostgresTarget):
         from airflow.sdk import BaseHook
@@ -94,35 +99,70 @@ class PostgresSource(Source):
         return env, password
 
     def copy(self, target: PostgresTarget, dest: Path, log: logging.Logger) -> CopyResult:
+        """pg_dump's custom format, compressed as it arrives when ``dest`` ends in ``.zst``."""
         with private_dir() as secrets_dir:
             env, password = self._environment(target, secrets_dir)
             log.info(
-                "pg_dump de la base «%s» en %s:%s (usuario %s), formato custom sin comprimir",
+                "pg_dump de la base «%s» en %s:%s (usuario %s), formato custom",
                 env["PGDATABASE"], env["PGHOST"], env["PGPORT"], env.get("PGUSER", "-"),
             )
-            argv = ["pg_dump", "--format=custom", "--compress=0", "--no-password", f"--file={dest}"]
+            argv = ["pg_dump", "--format=custom", "--compress=0", "--no-password"]
             argv += [f"--exclude-table={pattern}" for pattern in target.exclude_tables]
-            size = run_to_file(
-                argv, dest, env=env, log=log, what="pg_dump", secrets=[password], writes_dest_itself=True
-            )
-        if size == 0:
+            if dest.name.endswith(".zst"):
+                original, compressed, sha256 = copy_compressed(argv, dest, env=env, log=log, what="pg_dump",
+                                                               secrets=[password])
+                result = CopyResult(path=dest, bytes=compressed, compressed=True, original_bytes=original,
+                                    sha256=sha256)
+            else:
+                size = run_to_file([*argv, f"--file={dest}"], dest, env=env, log=log, what="pg_dump",
+                                   secrets=[password], writes_dest_itself=True)
+                result = CopyResult(path=dest, bytes=size)
+        if (result.original_bytes if result.compressed else result.bytes) == 0:
             dest.unlink(missing_ok=True)
             raise CopyError("pg_dump no produjo datos: la copia está vacía")
-        return CopyResult(path=dest, bytes=size)
+        return result
 
     def read_stamp(self, target: PostgresTarget, path: Path) -> dt.datetime:
-        """Read "Archive created at" from the dump's header; a dump without a readable one is broken."""
+        """Read "Archive created at" from the dump's header; a dump without a readable one is broken.
+
+        A compressed copy is read to its end (checking it) while ``pg_restore --list`` reads its head.
+        """
         env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
         env["TZ"] = "UTC"
-        proc = subprocess.run(  # noqa: S603 - fixed argv
-            ["pg_restore", "--list", str(path)], env=env, capture_output=True, text=True, check=False
-        )
-        if proc.returncode != 0:
+        if path.name.endswith(".zst"):
+            with tempfile.TemporaryFile() as listing, tempfile.TemporaryFile() as errors:
+                proc = subprocess.Popen(  # noqa: S603 - fixed argv
+                    ["pg_restore", "--list"], env=env, stdin=subprocess.PIPE, stdout=listing, stderr=errors
+                )
+
+                def feed(chunk: bytes) -> bool:
+                    try:
+                        proc.stdin.write(chunk)
+                        return True
+                    except BrokenPipeError:  # it has read the header and table of contents it needs
+                        return False
+
+                try:
+                    scan_compressed(path, feed)
+                finally:
+                    with contextlib.suppress(BrokenPipeError):
+                        proc.stdin.close()
+                    returncode = proc.wait()
+                listing.seek(0)
+                errors.seek(0)
+                stdout = listing.read().decode("utf-8", "replace")
+                stderr = errors.read().decode("utf-8", "replace")
+        else:
+            done = subprocess.run(  # noqa: S603 - fixed argv
+                ["pg_restore", "--list", str(path)], env=env, capture_output=True, text=True, check=False
+            )
+            returncode, stdout, stderr = done.returncode, done.stdout, done.stderr
+        if returncode != 0:
             raise DateCheckError(
                 f"La copia {path.name} no es un archivo de pg_dump legible (pg_restore --list: "
-                f"{proc.stderr.strip()[-500:]})"
+                f"{stderr.strip()[-500:]})"
             )
-        for line in proc.stdout.splitlines():
+        for line in stdout.splitlines():
             marker = "Archive created at "
             if marker in line:
                 stamp = line.split(marker, 1)[1].strip()
