@@ -17,6 +17,9 @@ What it does (3 to 4 minutes on a 2-core machine; everything big it makes is rem
 5. Compressed size of our artifact against the shell pipeline's output.
 6. Peak memory of the Python process running the chain (100 MB and 1 GB), and of pg_dump under it.
 7. Parse time of ``dags/respaldo_dags.py`` with a 500-target inventory, beyond importing Airflow.
+8. MariaDB (``bench.sources``): copia + verificar_fecha of a ~300 MB database against ``mariadb-dump |
+   zstd -3 -T0 > file``, and the compressed sizes.
+9. SSH pull (``bench.sources``): ``FilesSource.copy`` of a 1 GB file over OpenSSH against ``sftp -b``.
 
 Working files live in ``bench/.work/`` (gitignored); the results also go to ``bench/RESULTS.md``.
 ``--rounds N`` takes more rounds on a noisy machine. The subprocesses inherit ``PYTHONPATH``, so
@@ -46,6 +49,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import sources  # noqa: E402
 from bench.procs import Measured, measure  # noqa: E402
 from devtools.demo_data import financiero_sql  # noqa: E402
 from devtools.servers import PG_BIN, PostgresServer  # noqa: E402
@@ -499,6 +503,7 @@ def rounds_text(data: dict) -> str:
         f"{values(small['chain'], 'work_s')}",
         f"- parse process: {values(parse['parse'], 'process_wall_s')}; import-only process: "
         f"{values(parse['baseline'], 'process_wall_s')}",
+        sources.rounds_text(data.get("sources") or {}),
     ])
 
 
@@ -518,6 +523,7 @@ Whole bench: {data['elapsed_s']:.0f} s.
 Data (`devtools.demo_data.financiero_sql`: numeric, Spanish text, jsonb): {big['db_bytes'] / MB:,.0f} MB database
 ({big['rows']:,} rows; custom-format dump {dump / MB:,.0f} MB) and {small['db_bytes'] / MB:,.0f} MB
 ({small['rows']:,} rows). MB/s = dump bytes / wall time.
+{sources.data_text(data.get("sources") or {})}
 
 {markdown_table(rows)}
 
@@ -539,6 +545,7 @@ How each number is taken:
 - 7: wall of a fresh `python -m bench.parse parse` (import Airflow, then `DagBag` on `dags/respaldo_dags.py`
   with a {PARSE_TARGETS}-target block-YAML inventory) minus a fresh `python -m bench.parse baseline` (the same
   imports only); both leave with `os._exit`, so interpreter teardown is in neither.
+{sources.HOW}
 """
     RESULTS_MD.write_text(text, encoding="utf-8")
 
@@ -568,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rows-big", type=int, default=ROWS_BIG)
     parser.add_argument("--rows-small", type=int, default=ROWS_SMALL)
+    parser.add_argument("--rows-maria", type=int, default=sources.MARIA_ROWS)
     parser.add_argument("--keep", action="store_true", help="keep bench/.work/run (databases are dropped anyway)")
     parser.add_argument("--no-results-md", action="store_true", help="do not rewrite bench/RESULTS.md")
     args = parser.parse_args(argv)
@@ -632,6 +640,8 @@ def main(argv: list[str] | None = None) -> int:
                 parse[mode].append(result)
                 say(f"parse round {r + 1}: {mode} process {result['process_wall_s']:.2f} s")
         data["parse"] = parse
+
+        data["sources"] = sources.run(run_dir / "sources", bench.logs, args.rounds, say, args.rows_maria)
     finally:
         say("cleaning up: throwaway cluster, bench databases, big files")
         cleanup(bench, args.keep)
@@ -640,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     data["elapsed_s"] = time.monotonic() - _started
     data["machine"] = machine()
     (WORK / "results.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    rows = build_rows(data)
+    rows = build_rows(data) + sources.build_rows(data["sources"])
     print()
     print(f"respaldo bench, {data['date']}, {data['machine']['cores']} cores, load {load_before} -> "
           f"{data['load_after']}; 1 GB = {bench.sizes[bench.big_db]['db_bytes'] / MB:,.0f} MB database; "

