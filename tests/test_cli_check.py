@@ -53,3 +53,21 @@ def test_check_looks_at_a_manual_targets_intake_folder(tmp_path):
     assert proc.returncode == 1
     assert f"[OK] nomina: carpeta de entrega {intake} (1 archivo(s) esperando)" in proc.stdout
     assert f"[FALLA] otra: La carpeta de entrega {tmp_path / 'no_existe'} no existe" in proc.stdout
+
+
+def test_check_reads_remote_folders_and_images_over_ssh(sshd, tmp_path):
+    inventory = write_inventory(tmp_path / "inv.yaml", tmp_path, [
+        {"id": "documentos", "kind": "files", "frequency": "diario", "path": "/etc", "include": ["hostname"],
+         "conn_id": "ssh_pruebas"},
+        {"id": "correo_vm", "kind": "vm", "frequency": "servidores_virtuales", "conn_id": "ssh_pruebas",
+         "images": ["/no/existe.qcow2"]},
+        {"id": "ajeno", "kind": "files", "frequency": "diario", "path": "/etc", "conn_id": "ssh_llave_ajena"},
+    ])
+    proc = subprocess.run([str(ROOT / ".venv/bin/respaldo"), "check", str(inventory)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 1
+    assert f"[OK] documentos: /etc/hostname en respaldo_prueba@127.0.0.1:{sshd.port}" in proc.stdout
+    assert (f"[FALLA] correo_vm: No existe o no se puede leer en respaldo_prueba@127.0.0.1:{sshd.port}: "
+            "/no/existe.qcow2") in proc.stdout
+    assert "[FALLA] ajeno: SSH a respaldo_prueba@127.0.0.1" in proc.stdout
+    assert "no es la registrada en la conexión (host_key)" in proc.stdout

@@ -122,6 +122,23 @@ def ssh_session(conn_id: str, *, known_hosts: str | None = None) -> Generator[Ss
         yield SshSession(host=host, port=port, user=user, base_argv=argv, env=env, secrets=secrets)
 
 
+def check_readable(conn_id: str, paths: Sequence[str], known_hosts: str | None = None) -> str:
+    """Check over SSH that every path exists and can be read (``respaldo check``); return where."""
+    import subprocess
+
+    with ssh_session(conn_id, known_hosts=known_hosts) as session:
+        proc = subprocess.run(  # noqa: S603 - argv built here
+            session.argv(["sh", "-c", 'for f; do [ -r "$f" ] || { echo "$f"; exit 3; }; done', "sh", *paths]),
+            env=session.env, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
+        )
+        if proc.returncode == 3:
+            raise CopyError(f"No existe o no se puede leer en {session.describe()}: {proc.stdout.strip()}")
+        if proc.returncode != 0:
+            reason = explain_ssh_failure(proc.stderr, session, proc.returncode) or proc.stderr.strip()
+            raise CopyError(f"SSH a {session.describe()}: {reason}")
+        return session.describe()
+
+
 def explain_ssh_failure(error_text: str, session: SshSession, returncode: int | None = None) -> str:
     """A plain Spanish reason for ssh's own failures (not the remote command's), or an empty string.
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 
@@ -22,7 +21,7 @@ from pydantic import Field, field_validator
 from respaldo.errors import CopyError
 from respaldo.process import run_to_file
 from respaldo.sources.base import CopyResult, Source, TargetBase
-from respaldo.ssh import explain_ssh_failure, ssh_session
+from respaldo.ssh import check_readable, explain_ssh_failure, ssh_session
 
 #: GNU tar exits 1 when a file changed while it was read: the archive is still complete and valid.
 TAR_OK = (0, 1)
@@ -123,17 +122,7 @@ class FilesSource(Source):
             if missing:
                 raise CopyError(f"No existe o no se puede leer: {', '.join(missing)}")
             return f"{', '.join(folders)} en este servidor"
-        with ssh_session(target.conn_id, known_hosts=target.known_hosts) as session:
-            proc = subprocess.run(  # noqa: S603 - argv built here
-                session.argv(["sh", "-c", 'for f; do [ -r "$f" ] || { echo "$f"; exit 3; }; done', "sh", *folders]),
-                env=session.env, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
-            )
-            if proc.returncode == 3:
-                raise CopyError(f"No existe o no se puede leer en {session.describe()}: {proc.stdout.strip()}")
-            if proc.returncode != 0:
-                reason = explain_ssh_failure(proc.stderr, session) or proc.stderr.strip()
-                raise CopyError(f"SSH a {session.describe()}: {reason}")
-            return f"{', '.join(folders)} en {session.describe()}"
+        return f"{', '.join(folders)} en {check_readable(target.conn_id, folders, target.known_hosts)}"
 
     def summary(self, target: FilesTarget) -> str:
         where = f"por SSH (conexión `{target.conn_id}`)" if target.conn_id else "en este servidor"

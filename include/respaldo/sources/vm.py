@@ -24,7 +24,7 @@ from respaldo.artifacts import copy_compressed
 from respaldo.errors import CopyError
 from respaldo.sources.base import CopyResult, Source, TargetBase
 from respaldo.sources.files import TAR_OK, tar_argv
-from respaldo.ssh import SshSession, explain_ssh_failure, ssh_session
+from respaldo.ssh import SshSession, check_readable, explain_ssh_failure, ssh_session
 
 HOOK_OUTPUT_LIMIT = 20_000
 
@@ -126,18 +126,8 @@ class VmSource(Source):
         return CopyResult(path=dest, bytes=compressed, compressed=True, original_bytes=original, sha256=sha256)
 
     def check(self, target: VmTarget) -> str:
-        with ssh_session(target.conn_id, known_hosts=target.known_hosts) as session:
-            proc = subprocess.run(  # noqa: S603 - argv built here
-                session.argv(["sh", "-c", 'for f; do [ -r "$f" ] || { echo "$f"; exit 3; }; done', "sh",
-                              *target.images]),
-                env=session.env, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
-            )
-            if proc.returncode == 3:
-                raise CopyError(f"No existe o no se puede leer en {session.describe()}: {proc.stdout.strip()}")
-            if proc.returncode != 0:
-                raise CopyError(f"SSH a {session.describe()}: "
-                                f"{explain_ssh_failure(proc.stderr, session) or proc.stderr.strip()}")
-            return f"{len(target.images)} imagen(es) en {session.describe()}"
+        where = check_readable(target.conn_id, target.images, target.known_hosts)
+        return f"{len(target.images)} imagen(es) en {where}"
 
     def summary(self, target: VmTarget) -> str:
         what = f"{len(target.images)} imagen(es) de disco por SSH (conexión `{target.conn_id}`)"
