@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -121,6 +122,30 @@ def test_a_missing_folder_names_it(backups, sshd, tree, conn_id, register_rows):
     assert [p for p in backups.root.rglob("*") if p.is_file()] == []
 
 
+@contextlib.contextmanager
+def cut_ssh_once_staged(root: Path, sshd, more_than: int):
+    """While the block runs, kill the sshd sessions once a staged copy passes ``more_than`` bytes."""
+    cut: dict = {}
+
+    def watch():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            staged = [p for p in staged_files(root) if p.stat().st_size > more_than]
+            if staged:
+                cut["at"] = staged[0].stat().st_size
+                for pid in sshd.session_pids():
+                    os.kill(pid, 9)
+                return
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        yield cut
+    finally:
+        watcher.join()
+
+
 def test_a_transfer_cut_halfway_leaves_no_partial_file_and_keeps_earlier_backups(backups, sshd, tree,
                                                                                  register_rows):
     backups.write([{**FILES, "path": str(tree), "conn_id": "ssh_pruebas"}])
@@ -133,24 +158,9 @@ def test_a_transfer_cut_halfway_leaves_no_partial_file_and_keeps_earlier_backups
         for _ in range(40):
             handle.write(os.urandom(10 << 20))
     os.chown(big, pwd.getpwnam(SSH_TEST_USER).pw_uid, -1)
-    cut = {}
-
-    def cut_the_connection():
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            staged = [p for p in staged_files(backups.root) if p.stat().st_size > (20 << 20)]
-            if staged:
-                cut["at"] = staged[0].stat().st_size
-                for pid in sshd.session_pids():
-                    os.kill(pid, 9)
-                return
-            time.sleep(0.01)
-
-    killer = threading.Thread(target=cut_the_connection)
     time.sleep(1)
-    killer.start()
-    run = backups.run("respaldo_diario")
-    killer.join()
+    with cut_ssh_once_staged(backups.root, sshd, more_than=20 << 20) as cut:
+        run = backups.run("respaldo_diario")
 
     assert cut.get("at"), "the transfer was never seen in progress"
     [row] = register_rows(target="portal_archivos", run_id=run.run_id)

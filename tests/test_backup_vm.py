@@ -8,12 +8,11 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import pytest
-from test_backup_postgres import staged_files, states
+from test_backup_files import cut_ssh_once_staged
+from test_backup_postgres import states
 
 from devtools.servers import SSH_TEST_USER
 
@@ -102,23 +101,8 @@ def test_a_dropped_connection_fails_cleanly_and_the_after_command_still_runs(bac
             handle.seek(offset)
             handle.write(os.urandom(16 << 20))
     backups.write([vm_target(hypervisor)])
-    cut = {}
-
-    def drop_the_connection():
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            staged = [p for p in staged_files(backups.root) if p.stat().st_size > (8 << 20)]
-            if staged:
-                cut["at"] = staged[0].stat().st_size
-                for pid in sshd.session_pids():
-                    os.kill(pid, 9)
-                return
-            time.sleep(0.01)
-
-    killer = threading.Thread(target=drop_the_connection)
-    killer.start()
-    run = backups.run("respaldo_servidores_virtuales")
-    killer.join()
+    with cut_ssh_once_staged(backups.root, sshd, more_than=8 << 20) as cut:
+        run = backups.run("respaldo_servidores_virtuales")
 
     assert cut.get("at"), "the transfer was never seen in progress"
     [row] = register_rows(target="correo_vm", run_id=run.run_id)
