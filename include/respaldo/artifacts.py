@@ -45,12 +45,13 @@ CHUNK = 1024 * 1024
 STAGING = ".staging"
 
 
-def _run_key(run_id: str) -> str:
+def run_key(run_id: str) -> str:
+    """A run id as a safe folder name (run ids carry ':' and '+')."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
 
 
 def staging_dir(root: str | Path, frequency: str, target: str, run_id: str) -> Path:
-    return Path(root) / STAGING / frequency / target / _run_key(run_id)
+    return Path(root) / STAGING / frequency / target / run_key(run_id)
 
 
 def artifact_path(root: str | Path, frequency: str, target: str, backup_at: dt.datetime, extension: str) -> Path:

@@ -34,6 +34,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from respaldo import artifacts
 from respaldo.errors import CopyError
 from respaldo.process import human_bytes
 from respaldo.sources.base import TargetBase
@@ -253,12 +254,6 @@ def slot_of(context: dict[str, Any]) -> dt.datetime:
     return when or dt.datetime.now(dt.UTC)
 
 
-def run_key(run_id: str) -> str:
-    from respaldo.artifacts import _run_key
-
-    return _run_key(run_id)
-
-
 def pick(folder: LocalIntake | SftpIntake, intake: Intake, slot_local: dt.datetime, now: dt.datetime
          ) -> Entry | None:
     """The delivered file for this slot, if one is there and done being written."""
@@ -274,7 +269,7 @@ def take(target: ManualTarget, run_id: str, slot: dt.datetime, timezone: str, st
     """Claim and copy the delivered file into ``staging``; None while it has not arrived."""
     intake = target.intake
     zone = zoneinfo.ZoneInfo(timezone)
-    key = run_key(run_id)
+    key = artifacts.run_key(run_id)
     now = dt.datetime.now(dt.UTC)
     with open_intake(intake) as folder:
         claimed = folder.entries(f"{PROCESSING}/{key}")
