@@ -38,6 +38,18 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
 
 
+def stop_process(process: subprocess.Popen | None, timeout: float) -> None:
+    """Ask a server to stop; kill it if it has not within ``timeout`` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _as_postgres(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     """Run a PostgreSQL server binary as the ``postgres`` user (the server refuses to run as root)."""
     if os.geteuid() == 0:
@@ -86,13 +98,7 @@ class PostgresServer:
         return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=20)
 
     def cleanup(self) -> None:
         self.stop()
@@ -231,9 +237,7 @@ LogLevel VERBOSE
         return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
+        stop_process(self.process, timeout=20)
 
     def cleanup(self) -> None:
         self.stop()
@@ -331,13 +335,7 @@ class MariaDBServer:
         return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=30)
 
     def cleanup(self) -> None:
         self.stop()
