@@ -297,7 +297,7 @@ def test_an_unknown_typed_target_fails_copia_instead_of_skipping_everything(back
     """Large classes take typed ids (no pick list): copia itself refuses an id that is no target."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from respaldo.tasks import selected
+    from respaldo.formulario import selected
 
     backups.write([FINANCIERO, {**FINANCIERO, "id": "nomina_pg"}])
     dag = backups.dag("respaldo_financiero")

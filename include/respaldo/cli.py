@@ -95,7 +95,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _check_target(target) -> str:
-    from respaldo.manual import ManualTarget, open_intake
+    from respaldo.entrega import ManualTarget, open_intake
 
     if isinstance(target, ManualTarget):
         with open_intake(target.intake) as folder:

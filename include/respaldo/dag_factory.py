@@ -11,8 +11,8 @@ import datetime as dt
 from typing import Any
 
 from respaldo import tasks
+from respaldo.entrega import ManualTarget
 from respaldo.inventory import Frequency, Inventory, load_inventory
-from respaldo.manual import ManualTarget
 from respaldo.sources import TargetBase, source_for
 
 DAG_PREFIX = "respaldo_"
@@ -165,8 +165,8 @@ def _target_group(inventory: Inventory, dag_id: str, frequency: Frequency, targe
     from airflow.providers.smtp.notifications.smtp import SmtpNotifier
     from airflow.sdk import TaskGroup, chain
 
+    from respaldo.entrega.sensor import IntakeSensor
     from respaldo.operators import RespaldoStepOperator
-    from respaldo.sensors import IntakeSensor
 
     source = source_for(target.kind)
     target_dict = target.model_dump(mode="json")

@@ -20,8 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
+from respaldo.entrega import ManualTarget
 from respaldo.errors import InventoryError, Problem
-from respaldo.sources import SOURCES, TargetBase, model_for
+from respaldo.sources import SOURCES, TargetBase
 from respaldo.sources.base import NAME_PATTERN, Name
 
 DEFAULT_INVENTORY = Path(__file__).resolve().parents[1] / "inventory.yaml"
@@ -165,6 +166,18 @@ class Inventory(InventoryHead):
             if target.id == target_id:
                 return target
         raise KeyError(target_id)
+
+
+def entry_model(raw: dict[str, Any]) -> type[TargetBase]:
+    """The model of a target entry: the manual mechanism's, or its kind's (the kind must exist)."""
+    if raw.get("mechanism") == "manual":
+        return ManualTarget
+    return SOURCES[raw["kind"]].model
+
+
+def target_from(entry: dict[str, Any]) -> TargetBase:
+    """A validated target from its JSON-friendly inventory entry (what each task is handed)."""
+    return entry_model(entry).model_validate(entry)
 
 
 def inventory_path(path: str | os.PathLike[str] | None = None) -> Path:
@@ -345,7 +358,7 @@ def load_inventory(path: str | os.PathLike[str] | None = None) -> Inventory:
                 f"clase de frecuencia desconocida «{frequency}».{_suggest(frequency, frequencies)}"
                 f" Definidas en `frequencies`: {', '.join(frequencies) or '(ninguna)'}.",
             ))
-        model = model_for(raw)
+        model = entry_model(raw)
         try:
             targets.append(model.model_validate(dict(raw)))
         except ValidationError as err:

@@ -15,9 +15,10 @@ import zoneinfo
 from pathlib import Path
 from typing import Any
 
-from respaldo import artifacts, manual, register
+from respaldo import artifacts, entrega, formulario, register
 from respaldo.errors import DateCheckError, RespaldoError
-from respaldo.sources import TargetBase, model_for, source_for
+from respaldo.inventory import target_from
+from respaldo.sources import TargetBase, source_for
 
 log = logging.getLogger("respaldo")
 
@@ -31,35 +32,11 @@ class Rejected(DateCheckError):
 
 
 def _target(target: dict[str, Any]) -> TargetBase:
-    return model_for(target).model_validate(target)
+    return target_from(target)
 
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _params(context: dict[str, Any]) -> dict[str, Any]:
-    return dict(context.get("params") or {})
-
-
-def selected(target_id: str, context: dict[str, Any]) -> bool:
-    """Whether this run covers the target: the form's «objetivos» list, empty meaning all.
-
-    A chosen id that is no target of this DAG fails the run (a typo must not skip every backup).
-    """
-    from airflow.sdk.exceptions import AirflowFailException
-
-    chosen = _params(context).get("objetivos") or []
-    dag = context.get("dag")
-    if chosen and dag is not None:
-        known = set(dag.task_group.children)
-        unknown = sorted(set(chosen) - known)
-        if unknown:
-            raise AirflowFailException(
-                f"Objetivo(s) desconocido(s) en el formulario: {', '.join(unknown)}. Los de {dag.dag_id} son: "
-                f"{', '.join(sorted(known))}."
-            )
-    return not chosen or target_id in chosen
 
 
 def copia(target: dict[str, Any], settings: dict[str, Any], **context: Any) -> dict[str, Any]:
@@ -67,7 +44,7 @@ def copia(target: dict[str, Any], settings: dict[str, Any], **context: Any) -> d
     from airflow.sdk.exceptions import AirflowSkipException
 
     model = _target(target)
-    if not selected(model.id, context):
+    if not formulario.selected(model.id, context):
         raise AirflowSkipException(f"«{model.id}» no está entre los objetivos elegidos para esta ejecución")
     source = source_for(model.kind)
     staging = artifacts.staging_dir(settings["root"], model.frequency, model.id, context["run_id"])
@@ -99,7 +76,7 @@ def verificar_fecha(target: dict[str, Any], settings: dict[str, Any], copy: dict
     model = _target(target)
     zone = zoneinfo.ZoneInfo(settings["timezone"])
     try:
-        if isinstance(model, manual.ManualTarget):
+        if isinstance(model, entrega.ManualTarget):
             backup_at = _assign_manual_date(model, settings, copy, context)
             log.info("Copia manual «%s»: fecha de creación asignada desde la ejecución: %s (%s)",
                      copy["original_name"], backup_at.astimezone(zone).isoformat(), settings["timezone"])
@@ -108,7 +85,7 @@ def verificar_fecha(target: dict[str, Any], settings: dict[str, Any], copy: dict
             log.info("Fecha de creación asignada por el sistema: %s (%s)", backup_at.astimezone(zone).isoformat(),
                      settings["timezone"])
     except Rejected as err:
-        moved = manual.settle(model, copy["intake_file"], manual.REJECTED, reason=_rejection_note(err, context))
+        moved = entrega.settle(model, copy["intake_file"], entrega.REJECTED, reason=_rejection_note(err, context))
         log.error("Copia rechazada y movida a %s (con el motivo al lado): %s", moved, err)
         raise AirflowFailException(f"{err} El archivo quedó en {moved}.") from err
     except DateCheckError as err:
@@ -148,7 +125,7 @@ def _verify_system_date(model: TargetBase, settings: dict[str, Any], copy: dict[
     return stamp
 
 
-def _assign_manual_date(model: manual.ManualTarget, settings: dict[str, Any], copy: dict[str, Any],
+def _assign_manual_date(model: entrega.ManualTarget, settings: dict[str, Any], copy: dict[str, Any],
                         context: dict[str, Any]) -> dt.datetime:
     """Reject what is not a new, plausible copy; the accepted one takes the run's date."""
     zone = zoneinfo.ZoneInfo(settings["timezone"])
@@ -173,7 +150,7 @@ def _assign_manual_date(model: manual.ManualTarget, settings: dict[str, Any], co
                 f"última copia aceptada «{previous['original_name']}» "
                 f"({previous['original_date'].astimezone(zone):%Y-%m-%d %H:%M}, registrada el {when})."
             )
-    return manual.slot_of(context)
+    return entrega.slot_of(context)
 
 
 def _rejection_note(err: Exception, context: dict[str, Any]) -> str:
@@ -196,7 +173,7 @@ def comprimir(target: dict[str, Any], settings: dict[str, Any], checked: dict[st
         artifact = artifacts.place_compressed(staging, final, checked["sha256"], checked["original_bytes"], log)
     else:
         artifact = artifacts.compress(staging, final, log)
-    if isinstance(model, manual.ManualTarget):  # the assigned creation date is also the file's date
+    if isinstance(model, entrega.ManualTarget):  # the assigned creation date is also the file's date
         os.utime(artifact.path, (backup_at.timestamp(), backup_at.timestamp()))
     artifacts.remove_staging(staging.parent)
     return {
@@ -211,7 +188,7 @@ def comprimir(target: dict[str, Any], settings: dict[str, Any], checked: dict[st
 
 def _base_row(model: TargetBase, settings: dict[str, Any], context: dict[str, Any], status: str) -> register.Row:
     dag_run = context.get("dag_run")
-    params = _params(context)
+    params = formulario.params(context)
     ti = context.get("ti")
     return register.Row(
         target=model.id,
@@ -246,8 +223,8 @@ def registrar(target: dict[str, Any], settings: dict[str, Any], done: dict[str, 
     _original_fields(row, done)
     register.record(settings["register_conn_id"], row)
     log.info("Registrado en FT-GTI-004: %s, creado %s, %s", model.id, row.backup_at, row.artifact_path)
-    if isinstance(model, manual.ManualTarget):
-        log.info("Archivo entregado movido a %s", manual.settle(model, done["intake_file"], manual.TAKEN))
+    if isinstance(model, entrega.ManualTarget):
+        log.info("Archivo entregado movido a %s", entrega.settle(model, done["intake_file"], entrega.TAKEN))
     return done["compressed_bytes"]
 
 

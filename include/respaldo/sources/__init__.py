@@ -26,13 +26,4 @@ def source_for(kind: str) -> Source:
     return SOURCES[kind]
 
 
-def model_for(raw: dict) -> type[TargetBase]:
-    """The inventory model of a target entry: its kind's, or the manual one for ``mechanism: manual``."""
-    if raw.get("mechanism") == "manual":
-        from respaldo.manual import ManualTarget
-
-        return ManualTarget
-    return SOURCES[raw["kind"]].model
-
-
-__all__ = ["SOURCES", "CopyResult", "Source", "TargetBase", "model_for", "source_for"]
+__all__ = ["SOURCES", "CopyResult", "Source", "TargetBase", "source_for"]

@@ -9,8 +9,8 @@ from typing import Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from respaldo import artifacts, manual
-from respaldo.tasks import selected
+from respaldo import artifacts, formulario
+from respaldo.entrega import carpeta
 
 log = logging.getLogger("respaldo")
 
@@ -42,7 +42,7 @@ class IntakeSensor(BaseSensorOperator):
         self.deadline_hint = f"fecha del turno + {intake.get('wait_hours', 12)} h ({settings['timezone']})"
 
     def _deadline(self, context: Any) -> dt.datetime:
-        return manual.slot_of(context) + dt.timedelta(hours=self.target["intake"].get("wait_hours", 12))
+        return carpeta.slot_of(context) + dt.timedelta(hours=self.target["intake"].get("wait_hours", 12))
 
     def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
         """Show the run's real deadline in the UI's rendered fields."""
@@ -53,16 +53,16 @@ class IntakeSensor(BaseSensorOperator):
     def poke(self, context: Any) -> bool | PokeReturnValue:
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        model = manual.ManualTarget.model_validate(self.target)
-        if not selected(model.id, context):
+        model = carpeta.ManualTarget.model_validate(self.target)
+        if not formulario.selected(model.id, context):
             raise AirflowSkipException(f"«{model.id}» no está entre los objetivos elegidos para esta ejecución")
         zone = zoneinfo.ZoneInfo(self.settings["timezone"])
-        slot = manual.slot_of(context)
+        slot = carpeta.slot_of(context)
         deadline = self._deadline(context)
         run_id = context["run_id"]
         staging = artifacts.staging_dir(self.settings["root"], model.frequency, model.id, run_id)
         started = dt.datetime.now(dt.UTC)
-        taken = manual.take(model, run_id, slot, self.settings["timezone"], staging, log)
+        taken = carpeta.take(model, run_id, slot, self.settings["timezone"], staging, log)
         expected = model.intake.expected_name(slot.astimezone(zone))
         where = model.intake.path if not model.intake.conn_id else f"{model.intake.conn_id}:{model.intake.path}"
         if taken is None:

@@ -1,4 +1,4 @@
-"""Manual copies (steps 2 and 3): a person drops the copy in an intake folder; respaldo takes it.
+"""Intake folders: where a person drops a manual copy and where respaldo takes it from (steps 2 and 3).
 
 Some systems can only export from their own screens. For those targets (``mechanism: manual``) a
 person, or another system's export job, leaves the copy in the target's intake folder, on this
@@ -85,15 +85,6 @@ class ManualTarget(TargetBase):
                           "la asigna respaldo desde la ejecución."),
     ]
     intake: Annotated[Intake, Field(description="Carpeta de entrega y cómo reconocer la copia.")]
-
-    @field_validator("kind")
-    @classmethod
-    def _known_kind(cls, value: str) -> str:
-        from respaldo.sources import SOURCES
-
-        if value not in SOURCES:
-            raise ValueError(f"tipo «{value}» no soportado; tipos disponibles: {', '.join(sorted(SOURCES))}")
-        return value
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,51 @@
+"""The run form («Trigger» in the Airflow UI): which targets a run covers, who answers for it, notes.
+
+The form's «objetivos» are checked once per run, by the task ``preparar``, before any target starts;
+each target's first task then only asks :func:`selected`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def params(context: dict[str, Any]) -> dict[str, Any]:
+    """The run's form values (empty for a scheduled run)."""
+    return dict(context.get("params") or {})
+
+
+def chosen(context: dict[str, Any]) -> list[str]:
+    """The target ids picked in the form; empty means every target of the DAG."""
+    return [str(item).strip() for item in params(context).get("objetivos") or [] if str(item).strip()]
+
+
+def unknown(context: dict[str, Any]) -> list[str]:
+    """Ids picked in the form that are no target of the run's DAG (a typo must not skip every backup)."""
+    dag = context.get("dag")
+    if dag is None:
+        return []
+    return sorted(set(chosen(context)) - set(dag.task_group.children))
+
+
+def selected(target_id: str, context: dict[str, Any]) -> bool:
+    """Whether this run covers the target: the form's «objetivos» list, empty meaning all.
+
+    A chosen id that is no target of this DAG fails the run (a typo must not skip every backup).
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    wrong = unknown(context)
+    if wrong:
+        dag = context["dag"]
+        raise AirflowFailException(
+            f"Objetivo(s) desconocido(s) en el formulario: {', '.join(wrong)}. Los de {dag.dag_id} son: "
+            f"{', '.join(sorted(dag.task_group.children))}."
+        )
+    picked = chosen(context)
+    return not picked or target_id in picked
+
+
+def text(context: dict[str, Any], name: str) -> str | None:
+    """A free-text field of the form (``responsable``, ``observaciones``), None when left empty."""
+    value = params(context).get(name)
+    return str(value).strip() or None if value is not None else None
