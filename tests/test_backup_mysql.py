@@ -65,7 +65,8 @@ def test_a_mysql_backup_restores_into_another_database_with_its_trigger_routines
     backups.write([TESORERIA])
     run = backups.run("respaldo_diario", conf={"responsable": "Ana Pérez"})
 
-    assert states(run) == {f"tesoreria_mysql.{step}": "success" for step in STEPS}
+    assert states(run) == {"preparar": "success", "cierre": "success",
+                           **{f"tesoreria_mysql.{step}": "success" for step in STEPS}}
     [row] = register_rows(target="tesoreria_mysql", run_id=run.run_id)
     assert row["status"] == "success" and row["error"] is None and row["step"] == "registrar"
     assert (row["kind"], row["frequency"], row["responsible"]) == ("mysql", "diario", "Ana Pérez")

@@ -49,8 +49,9 @@ def test_backup_restores_to_the_same_data_and_registers_success(backups, source_
     backups.write([FINANCIERO, SISTEMA])
     run = backups.run("respaldo_diario", conf={"responsable": "Ana Pérez", "observaciones": "prueba de restauración"})
 
-    assert states(run) == {f"sistema_informacion_pg.{step}": "success"
-                           for step in ("copia", "verificar_fecha", "comprimir", "registrar")}
+    assert states(run) == {"preparar": "success", "cierre": "success",
+                           **{f"sistema_informacion_pg.{step}": "success"
+                              for step in ("copia", "verificar_fecha", "comprimir", "registrar")}}
     [row] = register_rows(target="sistema_informacion_pg", run_id=run.run_id)
     assert row["status"] == "success" and row["error"] is None
     assert (row["kind"], row["frequency"], row["mechanism"]) == ("postgres", "diario", "automatic")
@@ -293,16 +294,23 @@ def test_a_typo_in_the_forms_targets_is_refused_before_the_run_starts(backups):
         backups.run("respaldo_financiero", conf={"objetivos": ["financero_pg"]})
 
 
-def test_an_unknown_typed_target_fails_copia_instead_of_skipping_everything(backups):
-    """Large classes take typed ids (no pick list): copia itself refuses an id that is no target."""
-    from airflow.sdk.exceptions import AirflowFailException
+def test_an_unknown_typed_target_fails_the_run_once_before_any_copy_and_emails_once(backups, smtp, register_rows,
+                                                                                   monkeypatch):
+    """Large classes take typed ids (no pick list): ``preparar`` refuses an id that is no target, once."""
+    from respaldo import dag_factory
 
-    from respaldo.formulario import selected
-
+    monkeypatch.setattr(dag_factory, "PICK_LIST_LIMIT", 1)  # typed ids, as in a class of more than 60 targets
     backups.write([FINANCIERO, {**FINANCIERO, "id": "nomina_pg"}])
-    dag = backups.dag("respaldo_financiero")
-    assert selected("financiero_pg", {"params": {"objetivos": ["financiero_pg"]}, "dag": dag})
-    assert not selected("nomina_pg", {"params": {"objetivos": ["financiero_pg"]}, "dag": dag})
-    with pytest.raises(AirflowFailException, match="desconocido.*: financero_pg. Los de respaldo_financiero son: "
-                                                   "financiero_pg, nomina_pg"):
-        selected("financiero_pg", {"params": {"objetivos": ["financero_pg"]}, "dag": dag})
+    run = backups.run("respaldo_financiero", conf={"objetivos": ["financiero_pg", "financero_pg"]})
+
+    result = states(run)
+    assert result.pop("preparar") == "failed"
+    assert set(result.values()) == {"upstream_failed"}, result
+    assert register_rows(run_id=run.run_id) == []
+    mail = smtp.wait_for(lambda m: run.run_id in m["Subject"])
+    assert mail["Subject"] == f"[respaldo] La ejecución {run.run_id} de respaldo_financiero no empezó: no se respaldó nada"
+    body = mail.get_body(("html",)).get_content()
+    assert "no existen en respaldo_financiero: financero_pg" in body and "financiero_pg, nomina_pg" in body
+    time.sleep(2)
+    assert len([m for m in smtp.messages if run.run_id in m["Subject"]]) == 1
+    assert list(backups.root.iterdir()) == []

@@ -32,6 +32,7 @@ def bag(tmp_path, monkeypatch):
         {"id": "nomina_pg", "kind": "postgres", "frequency": "financiero", "conn_id": "pg_financiero",
          "retries": 4, "pool": "servidor_nomina"},
         {"id": "portal_pg", "kind": "postgres", "frequency": "diario", "conn_id": "pg_portal"},
+        {"id": "documentos", "kind": "files", "frequency": "diario", "path": "/srv/documentos"},
     ]
     return dagbag(write_inventory(tmp_path / "inv.yaml", tmp_path, targets), monkeypatch)
 
@@ -68,19 +69,29 @@ def test_every_dag_has_owner_retries_tags_and_docs(bag):
 
 def test_each_target_is_a_task_group_of_the_four_steps_in_order(bag):
     dag = bag.get_dag("respaldo_financiero")
-    assert sorted(dag.task_group.children) == ["financiero_pg", "nomina_pg"]
+    from respaldo.formulario import targets_of
+
+    assert targets_of(dag) == ["financiero_pg", "nomina_pg"]
     for target in ("financiero_pg", "nomina_pg"):
         ids = [f"{target}.{step}" for step in STEPS]
         assert set(ids) <= set(dag.task_ids)
         for upstream, downstream in zip(ids, ids[1:], strict=False):
             assert dag.get_task(downstream).upstream_task_ids == {upstream}
-    assert [t.task_id for t in bag.get_dag("respaldo_diario").tasks] == [f"portal_pg.{s}" for s in STEPS]
+    assert sorted(bag.get_dag("respaldo_diario").task_group.children) == ["cierre", "documentos", "portal_pg",
+                                                                           "preparar"]
+
+
+def test_the_form_is_checked_once_before_any_target_and_the_run_is_closed_after_all_of_them(bag):
+    dag = bag.get_dag("respaldo_financiero")
+    opening, closing = dag.get_task("preparar"), dag.get_task("cierre")
+    assert opening.is_setup and closing.is_teardown
+    assert opening.downstream_task_ids == {"financiero_pg.copia", "nomina_pg.copia", "cierre"}
+    assert closing.upstream_task_ids == {"financiero_pg.registrar", "nomina_pg.registrar", "preparar"}
+    assert opening.pool == closing.pool == "default_pool", "they must run even when every server's pool is busy"
 
 
 def test_retries_pool_and_failure_callbacks_come_from_the_inventory(bag):
-    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
-
-    from respaldo.tasks import RecordFailure
+    from respaldo.fallas import FailureCallback
 
     dag = bag.get_dag("respaldo_financiero")
     assert dag.get_task("financiero_pg.copia").retries == 0
@@ -88,9 +99,11 @@ def test_retries_pool_and_failure_callbacks_come_from_the_inventory(bag):
     assert dag.get_task("financiero_pg.copia").pool == "respaldo_pg_financiero"
     assert dag.get_task("nomina_pg.copia").pool == "servidor_nomina"
     assert dag.get_task("nomina_pg.comprimir").pool == "default_pool"
-    callbacks = dag.get_task("financiero_pg.comprimir").on_failure_callback
-    assert [type(c) for c in callbacks] == [RecordFailure, SmtpNotifier]
-    assert callbacks[1].to == ["sistemas@example.gov.co"] and callbacks[1].smtp_conn_id == "smtp_pruebas"
+    assert bag.get_dag("respaldo_diario").get_task("documentos.copia").pool == "respaldo_local"
+    [callback] = dag.get_task("financiero_pg.comprimir").on_failure_callback
+    assert isinstance(callback, FailureCallback) and callback.target["id"] == "financiero_pg"
+    assert callback.settings["alert_emails"] == ["sistemas@example.gov.co"]
+    assert callback.settings["smtp_conn_id"] == "smtp_pruebas"
 
 
 def test_schedules_follow_the_inventory_in_bogota_time(bag):
@@ -113,9 +126,14 @@ def test_schedules_follow_the_inventory_in_bogota_time(bag):
 
 def test_the_run_form_offers_targets_responsable_and_observaciones(bag):
     params = bag.get_dag("respaldo_financiero").params
-    assert params["objetivos"] == [] and params["responsable"] == "" and params["observaciones"] == ""
+    assert params["objetivos"] == [] and params["responsable"] is None and params["observaciones"] is None
     schema = params.get_param("objetivos").schema
     assert schema["items"]["enum"] == ["financiero_pg", "nomina_pg"]
+    # The UI sends null for a text field left empty; the form must accept it (the Trigger button stays
+    # disabled otherwise), and any text.
+    for name in ("responsable", "observaciones"):
+        for value in (None, "", "Ana Pérez"):
+            assert params.get_param(name).resolve(value) == value
 
 
 def test_dags_survive_serialization_with_their_timetable(bag):

@@ -86,6 +86,15 @@ def cmd_check(args: argparse.Namespace) -> int:
         report(True, "registro FT-GTI-004", f"conexión «{inventory.register.conn_id}» responde")
     except Exception as err:
         report(False, "registro FT-GTI-004", f"conexión «{inventory.register.conn_id}»: {str(err).strip()}")
+    try:
+        from respaldo import pools
+
+        absent = pools.missing(_pools_of(inventory))
+        report(True, "pools de Airflow", "todos existen" if not absent else
+               f"faltan {', '.join(absent)}: se crean con 1 cupo al empezar la próxima ejecución (o ahora con "
+               "`respaldo pools`)")
+    except Exception as err:  # noqa: BLE001 - Airflow's database may be out of reach from here
+        report(False, "pools de Airflow", f"no se pudo consultar la base de Airflow: {str(err).strip()[:300]}")
     for target in sorted(inventory.targets, key=lambda t: t.id):
         try:
             report(True, target.id, _check_target(target))
@@ -114,17 +123,21 @@ def cmd_pools(args: argparse.Namespace) -> int:
     """Create the Airflow pools that bound concurrent copies per source server."""
     from airflow.models.pool import Pool
 
+    from respaldo import pools
+
     inventory = _load(args.file)
-    pools = sorted({source_for(t.kind).pool(t) for t in inventory.targets if t.mechanism == "automatic"})
-    for name in pools:
-        existing = Pool.get_pool(name)
-        if existing is None:
-            Pool.create_or_update_pool(name, slots=args.slots, description="respaldo: copias simultáneas "
-                                       "contra un mismo servidor", include_deferred=False)
+    names = _pools_of(inventory)
+    created = set(pools.ensure(names, slots=args.slots))
+    for name in names:
+        if name in created:
             print(f"pool {name}: creado con {args.slots} cupo(s)")
         else:
-            print(f"pool {name}: ya existe con {existing.slots} cupo(s)")
+            print(f"pool {name}: ya existe con {Pool.get_pool(name).slots} cupo(s)")
     return 0
+
+
+def _pools_of(inventory: Inventory) -> list[str]:
+    return sorted({source_for(t.kind).pool(t) for t in inventory.targets if t.mechanism == "automatic"})
 
 
 def _date(text: str) -> dt.datetime:

@@ -34,25 +34,13 @@ TASK_DOCS = {
                  "(se comprueba con `sha256sum -c`).",
     "registrar": "**Paso 6. Diligenciar el formato de control de backup FT-GTI-004** (tabla "
                  "`respaldo.control_backup`).",
+    "preparar": "**Antes de empezar.** Revisa una sola vez el formulario de la ejecución: si pide un objetivo que "
+                "no existe, la ejecución falla aquí sin tocar nada y avisa. Los objetivos no elegidos se saltan.",
+    "cierre": "**Al terminar.** Comprueba que cada paso fallido de esta ejecución tiene su fila en el FT-GTI-004 y "
+              "su correo (una tarea cuyo proceso murió de golpe, por falta de memoria por ejemplo, no alcanza a "
+              "registrarse sola), borra lo que quedó a medio copiar y reintenta los avisos que no salieron. No "
+              "cambia el resultado de la ejecución.",
 }
-
-FAILURE_SUBJECT = (
-    "[respaldo] Falló el respaldo de «{target}» en el paso «{{{{ ti.task_id.split('.')[-1] }}}}» "
-    "({{{{ dag.dag_id }}}})"
-)
-FAILURE_BODY = """\
-<p>El respaldo de <b>{target}</b> ({summary}) falló después de sus reintentos.</p>
-<ul>
-<li>Paso: <b>{{{{ ti.task_id.split('.')[-1] }}}}</b></li>
-<li>DAG: {{{{ dag.dag_id }}}} &mdash; ejecución {{{{ run_id }}}}</li>
-<li>Fecha programada: {{{{ dag_run.logical_date or 'ninguna (ejecución manual)' }}}}</li>
-<li>Motivo: {{{{ exception }}}}</li>
-<li>Responsable: {responsible}</li>
-</ul>
-<p>Log de la tarea: <a href="{{{{ ti.log_url }}}}">{{{{ ti.log_url }}}}</a></p>
-<p>Quedó registrado como <b>failed</b> en el formato FT-GTI-004 (<code>respaldo.control_backup</code>).
-Ningún respaldo anterior fue modificado. Corrija la causa y vuelva a ejecutar la tarea desde Airflow.</p>
-"""
 
 
 def summary_of(target: TargetBase) -> str:
@@ -137,6 +125,19 @@ def _doc_md(inventory: Inventory, name: str, frequency: Frequency, targets: list
 PICK_LIST_LIMIT = 60
 
 
+def _settings(inventory: Inventory, dag_id: str) -> dict[str, Any]:
+    """What every task of a DAG needs besides its target: small, JSON-friendly, no secrets."""
+    return {
+        "root": inventory.storage.root,
+        "timezone": inventory.timezone,
+        "register_conn_id": inventory.register.conn_id,
+        "smtp_conn_id": inventory.alerts.smtp_conn_id,
+        "alert_emails": list(inventory.alerts.email),
+        "from_email": inventory.alerts.from_email,
+        "dag_id": dag_id,
+    }
+
+
 def _params(targets: list[TargetBase]) -> dict[str, Any]:
     from airflow.sdk import Param
 
@@ -149,49 +150,37 @@ def _params(targets: list[TargetBase]) -> dict[str, Any]:
             [], type="array", items=items, title="Objetivos",
             description="Qué objetivos respaldar en esta ejecución (sus id); vacío: todos.",
         ),
+        # ["null", "string"]: the form sends null for a field left empty; a plain "string" would refuse it.
         "responsable": Param(
-            "", type="string", title="Responsable",
+            None, type=["null", "string"], title="Responsable",
             description="Quién ejecuta o responde por esta copia (queda en el FT-GTI-004); vacío: el del "
                         "inventario.",
         ),
         "observaciones": Param(
-            "", type="string", title="Observaciones",
+            None, type=["null", "string"], title="Observaciones",
             description="Observaciones para el formato FT-GTI-004.",
         ),
     }
 
 
-def _target_group(inventory: Inventory, dag_id: str, frequency: Frequency, target: TargetBase) -> None:
-    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+def _target_group(dag_id: str, frequency: Frequency, target: TargetBase, settings: dict[str, Any]):
     from airflow.sdk import TaskGroup, chain
 
     from respaldo.entrega.sensor import IntakeSensor
+    from respaldo.fallas import FailureCallback
     from respaldo.operators import RespaldoStepOperator
 
     source = source_for(target.kind)
     target_dict = target.model_dump(mode="json")
-    settings = {
-        "root": inventory.storage.root,
-        "timezone": inventory.timezone,
-        "register_conn_id": inventory.register.conn_id,
-        "dag_id": dag_id,
-    }
-    notifier = SmtpNotifier(
-        to=list(inventory.alerts.email),
-        from_email=inventory.alerts.from_email,
-        smtp_conn_id=inventory.alerts.smtp_conn_id,
-        subject=FAILURE_SUBJECT.format(target=target.id),
-        html_content=FAILURE_BODY.format(target=target.id, summary=summary_of(target),
-                                         responsible=target.responsible),
-    )
+    summary = summary_of(target)
     retries = target.retries if target.retries is not None else frequency.retries
     delay = target.retry_delay_minutes or frequency.retry_delay_minutes
     group_args = {
         "retries": retries,
         "retry_delay": dt.timedelta(minutes=delay),
-        "on_failure_callback": [tasks.RecordFailure(target_dict, settings), notifier],
+        "on_failure_callback": [FailureCallback(target_dict, settings, summary)],
     }
-    with TaskGroup(group_id=target.id, tooltip=summary_of(target), default_args=group_args):
+    with TaskGroup(group_id=target.id, tooltip=summary, default_args=group_args) as group:
         if isinstance(target, ManualTarget):
             first = IntakeSensor(task_id="copia", target=target_dict, settings=settings,
                                  doc_md=TASK_DOCS["copia_manual"])
@@ -200,6 +189,7 @@ def _target_group(inventory: Inventory, dag_id: str, frequency: Frequency, targe
                                          pool=source.pool(target), doc_md=TASK_DOCS["copia"])
         chain(first, *(RespaldoStepOperator(step=name, target=target_dict, settings=settings, doc_md=TASK_DOCS[name])
                        for name in tasks.STEPS[1:]))
+    return group
 
 
 def build_dag(inventory: Inventory, name: str):
@@ -230,8 +220,20 @@ def build_dag(inventory: Inventory, name: str):
             "max_retry_delay": MAX_RETRY_DELAY,
         },
     ) as dag:
+        from respaldo.fallas import RunCallback
+        from respaldo.operators import RespaldoRunOperator
+
+        settings = _settings(inventory, dag_id)
+        # preparar and cierre run in Airflow's default pool, never in a server's pool: they must run
+        # even when every server's pool is busy. cierre is a teardown: it runs whatever happened to
+        # the targets, and the run's result stays the targets' own.
+        opening = RespaldoRunOperator(step="preparar", settings=settings, doc_md=TASK_DOCS["preparar"],
+                                      retries=0, on_failure_callback=[RunCallback(settings)])
+        closing = RespaldoRunOperator(step="cierre", settings=settings, doc_md=TASK_DOCS["cierre"],
+                                      on_failure_callback=[RunCallback(settings)])
         for target in targets:
-            _target_group(inventory, dag_id, frequency, target)
+            opening >> _target_group(dag_id, frequency, target, settings) >> closing
+        closing.as_teardown(setups=opening)
     return dag
 
 

@@ -1,4 +1,4 @@
-"""The operator that runs one step of the procedure for one target."""
+"""The operators of respaldo's DAGs: one step for one target, and the run's opening and closing tasks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from respaldo import tasks
+from respaldo import intentos, tasks
 
 
 class RespaldoStepOperator(BaseOperator):
@@ -17,7 +17,7 @@ class RespaldoStepOperator(BaseOperator):
 
     :param step: the step, one of :data:`respaldo.tasks.STEPS`.
     :param target: the target's inventory entry, as JSON-friendly values.
-    :param settings: storage root, timezone, register connection id and DAG id.
+    :param settings: storage root, timezone, register and alert settings and DAG id.
     """
 
     ui_color = "#e8f1fb"
@@ -31,9 +31,31 @@ class RespaldoStepOperator(BaseOperator):
         self.settings = settings
 
     def execute(self, context: Any) -> Any:
+        intentos.mark(context)
         function = getattr(tasks, self.step)
         if self.step == tasks.STEPS[0]:
             return function(self.target, self.settings, **context)
         previous = tasks.STEPS[tasks.STEPS.index(self.step) - 1]
         upstream = context["ti"].xcom_pull(task_ids=f"{self.target['id']}.{previous}")
         return function(self.target, self.settings, upstream, **context)
+
+
+class RespaldoRunOperator(BaseOperator):
+    """The run's own tasks: ``preparar`` (before any target) and ``cierre`` (after all of them).
+
+    :param step: ``preparar`` or ``cierre``.
+    :param settings: storage root, timezone, register and alert settings and DAG id.
+    """
+
+    ui_color = "#eef3e2"
+    STEPS = ("preparar", "cierre")
+
+    def __init__(self, *, step: str, settings: dict[str, Any], **kwargs: Any) -> None:
+        if step not in self.STEPS:
+            raise ValueError(f"unknown step {step!r}")
+        super().__init__(task_id=step, **kwargs)
+        self.step = step
+        self.settings = settings
+
+    def execute(self, context: Any) -> Any:
+        return getattr(tasks, self.step)(self.settings, **context)

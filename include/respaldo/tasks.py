@@ -15,14 +15,14 @@ import zoneinfo
 from pathlib import Path
 from typing import Any
 
-from respaldo import artifacts, entrega, formulario, register
+from respaldo import artifacts, entrega, fallas, formulario, intentos, register
 from respaldo.errors import DateCheckError, RespaldoError
 from respaldo.inventory import target_from
 from respaldo.sources import TargetBase, source_for
 
 log = logging.getLogger("respaldo")
 
-STEPS = ("copia", "verificar_fecha", "comprimir", "registrar")
+STEPS = fallas.STEPS
 #: How far in the future a delivered file's date may be (clocks of other machines drift a little).
 FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 
@@ -186,107 +186,104 @@ def comprimir(target: dict[str, Any], settings: dict[str, Any], checked: dict[st
     }
 
 
-def _base_row(model: TargetBase, settings: dict[str, Any], context: dict[str, Any], status: str) -> register.Row:
-    dag_run = context.get("dag_run")
-    params = formulario.params(context)
-    ti = context.get("ti")
-    return register.Row(
-        target=model.id,
-        kind=model.kind,
-        frequency=model.frequency,
-        mechanism=model.mechanism,
-        dag_id=settings["dag_id"],
-        run_id=context["run_id"],
-        run_type=str(getattr(run_type, "value", run_type)) if (run_type := getattr(dag_run, "run_type", None))
-        else None,
-        logical_date=context.get("logical_date"),
-        status=status,
-        responsible=(params.get("responsable") or "").strip() or model.responsible,
-        notes=(params.get("observaciones") or "").strip() or None,
-        try_number=getattr(ti, "try_number", None),
-    )
-
-
 def registrar(target: dict[str, Any], settings: dict[str, Any], done: dict[str, Any], **context: Any) -> int:
     """Step 6: write the FT-GTI-004 row of this copy."""
     model = _target(target)
-    row = _base_row(model, settings, context, "success")
-    row.backup_at = dt.datetime.fromisoformat(done["backup_at"])
-    row.started_at = dt.datetime.fromisoformat(done["started_at"])
-    row.finished_at = _utcnow()
-    row.step = "registrar"
-    row.artifact_path = done["artifact_path"]
-    row.original_bytes = done["original_bytes"]
-    row.compressed_bytes = done["compressed_bytes"]
-    row.sha256 = done["sha256"]
-    row.compression = done["compression"]
-    _original_fields(row, done)
-    register.record(settings["register_conn_id"], row)
-    log.info("Registrado en FT-GTI-004: %s, creado %s, %s", model.id, row.backup_at, row.artifact_path)
+    run = fallas.RunFacts.of(context, settings["dag_id"])
+    row = register.Row(
+        target=model.id, kind=model.kind, frequency=model.frequency, mechanism=model.mechanism,
+        dag_id=run.dag_id, run_id=run.run_id, run_type=run.run_type, logical_date=run.logical_date,
+        status="success", step="registrar", responsible=run.responsible or model.responsible, notes=run.notes,
+        try_number=getattr(context.get("ti"), "try_number", None),
+        backup_at=dt.datetime.fromisoformat(done["backup_at"]),
+        started_at=dt.datetime.fromisoformat(done["started_at"]),
+        finished_at=_utcnow(),
+        artifact_path=done["artifact_path"], original_bytes=done["original_bytes"],
+        compressed_bytes=done["compressed_bytes"], sha256=done["sha256"], compression=done["compression"],
+        original_name=done.get("original_name"),
+        original_date=dt.datetime.fromisoformat(done["original_date"]) if done.get("original_date") else None,
+        original_sha256=done.get("original_sha256"),
+    )
+    recorded = register.record(settings["register_conn_id"], row)
+    log.info("Registrado en FT-GTI-004 (fila %s): %s, creado %s, %s", recorded.id, model.id, row.backup_at,
+             row.artifact_path)
     if isinstance(model, entrega.ManualTarget):
         log.info("Archivo entregado movido a %s", entrega.settle(model, done["intake_file"], entrega.TAKEN))
     return done["compressed_bytes"]
 
 
-def _original_fields(row: register.Row, known: dict[str, Any]) -> None:
-    """A manual copy's own name, date and checksum, kept beside the date respaldo assigned."""
-    row.original_name = known.get("original_name")
-    row.original_date = dt.datetime.fromisoformat(known["original_date"]) if known.get("original_date") else None
-    row.original_sha256 = known.get("original_sha256")
+def preparar(settings: dict[str, Any], **context: Any) -> list[str]:
+    """Before any target starts: check the run form once; return the targets this run covers."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    dag = context["dag"]
+    known = formulario.targets_of(dag)
+    wrong = formulario.unknown(context)
+    if wrong:
+        raise AirflowFailException(
+            f"El formulario pide objetivo(s) que no existen en {dag.dag_id}: {', '.join(wrong)}. No se respaldó "
+            f"nada. Los objetivos de {dag.dag_id} son: {', '.join(known)}. Corrija la lista y vuelva a ejecutar."
+        )
+    chosen = formulario.chosen(context) or known
+    log.info("Esta ejecución respalda %d de %d objetivos: %s", len(chosen), len(known), ", ".join(chosen))
+    return chosen
 
 
-def plain_error(exception: BaseException | str | None) -> str:
-    """The reason for a failure in words, without a traceback."""
-    if exception is None:
-        return "la tarea falló sin dar motivo (revise el log)"
-    if isinstance(exception, str):
-        return exception
-    if isinstance(exception, RespaldoError) or type(exception).__module__.startswith("airflow"):
-        text = str(exception)
-    else:
-        text = f"{type(exception).__name__}: {exception}"
-    return text.strip() or type(exception).__name__
+def cierre(settings: dict[str, Any], **context: Any) -> dict[str, Any]:
+    """After every target: each failed step has its row and its alert; nothing of this run is left in staging.
 
-
-class RecordFailure:
-    """Failure callback: the failed FT-GTI-004 row, and the run's uncompressed copy removed.
-
-    It runs once a task has failed for good (after its last retry). It never raises, so the email
-    notifier after it always runs.
+    A task process killed outright (SIGKILL, out of memory) runs no failure callback: its step ends
+    ``failed`` with no row and no email. This is where that is caught. Alerts of this run that could
+    not be sent are tried again.
     """
+    from airflow.sdk.exceptions import AirflowException
 
-    def __init__(self, target: dict[str, Any], settings: dict[str, Any]):
-        self.target = target
-        self.settings = settings
+    from respaldo.avisos import Channel, resend_unsent
+    from respaldo.register import notificacion
 
-    def __call__(self, context: dict[str, Any]) -> None:
+    dag, ti, run_id = context["dag"], context["ti"], context["run_id"]
+    states = ti.get_task_states(dag_id=dag.dag_id, run_ids=[run_id]).get(run_id, {})
+    run = fallas.RunFacts.of(context, settings["dag_id"])
+    problems: list[str] = []
+    handled: list[str] = []
+    for group_id in formulario.targets_of(dag):
+        if not formulario.selected(group_id, context):
+            continue
+        operator = dag.get_task(f"{group_id}.registrar")
+        model = _target(operator.target)
+        failed = [step for step in STEPS if states.get(f"{group_id}.{step}") == "failed"]
+        artifacts.remove_staging(artifacts.staging_dir(settings["root"], model.frequency, model.id, run_id))
+        if not failed:
+            continue
+        step = failed[0]
+        started = intentos.of(ti, f"{group_id}.{step}")
+        try_number = started.get("try_number")
         try:
-            self._record(context)
-        except Exception:
-            log.exception("No se pudo registrar la falla de %s en el FT-GTI-004", self.target.get("id"))
-
-    def _record(self, context: dict[str, Any]) -> None:
-        model = _target(self.target)
-        ti = context["ti"]
-        step = ti.task_id.rsplit(".", 1)[-1]
-        row = _base_row(model, self.settings, context, "failed")
-        row.step = step
-        row.error = f"Falló «{step}»: {plain_error(context.get('exception'))}"
-        known: dict[str, Any] = {}
-        for earlier in STEPS[: STEPS.index(step)] if step in STEPS else ():
-            value = ti.xcom_pull(task_ids=f"{model.id}.{earlier}")
-            if isinstance(value, dict):
-                known.update(value)
-        for key in ("backup_at", "started_at"):
-            if known.get(key):
-                setattr(row, key, dt.datetime.fromisoformat(known[key]))
-        row.started_at = row.started_at or getattr(ti, "start_date", None)
-        _original_fields(row, known)
-        if known.get("artifact_path"):  # only an artifact that exists is worth naming
-            for key in ("artifact_path", "original_bytes", "compressed_bytes", "sha256", "compression"):
-                setattr(row, key, known.get(key))
-        row.finished_at = _utcnow()
-        artifacts.remove_staging(artifacts.staging_dir(self.settings["root"], model.frequency, model.id,
-                                                       context["run_id"]))
-        register.record(self.settings["register_conn_id"], row)
-        log.info("Registrada la falla de %s en el FT-GTI-004: %s", model.id, row.error)
+            row = register.get(settings["register_conn_id"], model.id, run_id)
+            alerted = notificacion.of(settings["register_conn_id"], fallas.alert_key(model.id, run_id, try_number))
+        except RespaldoError as err:
+            problems.append(f"{model.id}: {err}")
+            continue
+        this_try = row is not None and row["try_number"] == try_number
+        if this_try and alerted:
+            continue  # its failure callback recorded and alerted it
+        reason = fallas.PROCESS_LOST
+        if this_try and row["status"] == "failed" and row["error"]:  # recorded, but the alert never left
+            reason = row["error"].removeprefix(f"Falló «{step}»: ")
+        when = dt.datetime.fromisoformat(started["started_at"]) if started.get("started_at") else None
+        outcome = fallas.handle(model, settings, run, fallas.Failure(step, try_number, reason, when),
+                                fallas.earlier_results(ti, model.id, step), dag.task_group.children[group_id].tooltip)
+        handled.append(model.id)
+        if outcome.recorded is None:
+            problems.append(f"{model.id}: {outcome.record_error}")
+        if outcome.delivery and not (outcome.delivery.sent or outcome.delivery.duplicate):
+            problems.append(f"{model.id}: {outcome.delivery.error}")
+    try:
+        for alert, delivery in resend_unsent(Channel.of(settings), run_id=run_id):
+            if not delivery.sent and not delivery.duplicate:
+                problems.append(f"aviso «{alert.subject}»: {delivery.error}")
+    except RespaldoError as err:
+        problems.append(str(err))
+    if problems:
+        raise AirflowException("El cierre de la ejecución no pudo completar: " + "; ".join(problems))
+    return {"fallas_sin_aviso_atendidas": handled}

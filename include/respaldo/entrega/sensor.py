@@ -9,7 +9,7 @@ from typing import Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from respaldo import artifacts, formulario
+from respaldo import artifacts, formulario, intentos
 from respaldo.entrega import carpeta
 
 log = logging.getLogger("respaldo")
@@ -49,6 +49,10 @@ class IntakeSensor(BaseSensorOperator):
         super().render_template_fields(context, jinja_env)
         zone = zoneinfo.ZoneInfo(self.settings["timezone"])
         self.deadline_hint = f"hasta {self._deadline(context).astimezone(zone):%Y-%m-%d %H:%M} ({zone.key})"
+
+    def execute(self, context: Any) -> Any:
+        intentos.mark(context)
+        return super().execute(context)
 
     def poke(self, context: Any) -> bool | PokeReturnValue:
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException

@@ -121,8 +121,15 @@ class Source(ABC):
         """Check the source answers (used by ``respaldo check``); return a short description."""
 
     def pool(self, target: TargetBase) -> str:
-        """Name of the Airflow pool that bounds concurrent copies against the same server."""
-        return target.pool or f"respaldo_{getattr(target, 'conn_id', target.id)}"
+        """Name of the Airflow pool that bounds concurrent copies against the same server.
+
+        Copies taken on this machine itself (no connection) share ``respaldo_local``: they compete for
+        the same disks.
+        """
+        if target.pool:
+            return target.pool
+        conn_id = getattr(target, "conn_id", None)
+        return f"respaldo_{conn_id}" if conn_id else "respaldo_local"
 
     def summary(self, target: TargetBase) -> str:
         """One line saying what is copied, for the DAG docs."""

@@ -1,0 +1,152 @@
+"""The register's schema in PostgreSQL, created and evolved by numbered migrations.
+
+Each migration is applied once, under an advisory lock so concurrent tasks do not race; the version
+in force is kept in ``respaldo.schema_migrations``. Every connection to the register goes through
+:func:`connect`, which migrates first, so no code ever meets an older schema.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Generator
+
+from respaldo.errors import RegisterError
+
+SCHEMA = "respaldo"
+TABLE = f"{SCHEMA}.control_backup"
+NOTIFICATIONS = f"{SCHEMA}.notificacion"
+_LOCK_KEY = 0x7265737061  # "respa": serialises migrations across workers
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "control_backup: the FT-GTI-004 register",
+        f"""
+        CREATE TABLE IF NOT EXISTS {TABLE} (
+            id               bigserial PRIMARY KEY,
+            target           text        NOT NULL,
+            kind             text        NOT NULL,
+            frequency        text        NOT NULL,
+            mechanism        text        NOT NULL,
+            dag_id           text        NOT NULL,
+            run_id           text        NOT NULL,
+            run_type         text,
+            logical_date     timestamptz,
+            backup_at        timestamptz,
+            started_at       timestamptz,
+            finished_at      timestamptz NOT NULL DEFAULT now(),
+            status           text        NOT NULL CHECK (status IN ('success', 'failed')),
+            step             text,
+            artifact_path    text,
+            original_bytes   bigint,
+            compressed_bytes bigint,
+            sha256           text,
+            compression      text,
+            responsible      text,
+            notes            text,
+            error            text,
+            try_number       integer,
+            updated_at       timestamptz NOT NULL DEFAULT now(),
+            CONSTRAINT control_backup_target_run UNIQUE (target, run_id)
+        );
+        CREATE INDEX IF NOT EXISTS control_backup_target_backup_at ON {TABLE} (target, backup_at DESC);
+        COMMENT ON TABLE {TABLE} IS 'Formato de control de backup FT-GTI-004';
+        """,
+    ),
+    (
+        2,
+        "manual copies: the delivered file's own name, date and checksum",
+        f"""
+        ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS original_name text;
+        ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS original_date timestamptz;
+        ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS original_sha256 text;
+        """,
+    ),
+    (
+        3,
+        "follow-up and alerts: missing slots, re-verification, every alert attempt",
+        f"""
+        ALTER TABLE {TABLE} DROP CONSTRAINT IF EXISTS control_backup_status_check;
+        ALTER TABLE {TABLE} ADD CONSTRAINT control_backup_status_check
+            CHECK (status IN ('success', 'failed', 'missing'));
+        -- a 'missing' row later covered by a rerun or backfill of its slot points at the row that did
+        ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS superseded_by bigint REFERENCES {TABLE} (id);
+        ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS verified_at timestamptz;
+        ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS verify_status text
+            CHECK (verify_status IN ('intact', 'damaged'));
+        ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS verify_error text;
+        CREATE INDEX IF NOT EXISTS control_backup_target_logical_date ON {TABLE} (target, logical_date);
+        CREATE INDEX IF NOT EXISTS control_backup_finished_at ON {TABLE} (finished_at DESC);
+        CREATE TABLE IF NOT EXISTS {NOTIFICATIONS} (
+            id              bigserial   PRIMARY KEY,
+            key             text        NOT NULL UNIQUE,
+            kind            text        NOT NULL,
+            target          text,
+            run_id          text,
+            recipients      text[]      NOT NULL,
+            subject         text        NOT NULL,
+            body            text        NOT NULL,
+            status          text        NOT NULL CHECK (status IN ('sending', 'sent', 'failed')),
+            attempts        integer     NOT NULL DEFAULT 0,
+            last_error      text,
+            created_at      timestamptz NOT NULL DEFAULT now(),
+            last_attempt_at timestamptz,
+            sent_at         timestamptz
+        );
+        CREATE INDEX IF NOT EXISTS notificacion_unsent ON {NOTIFICATIONS} (status) WHERE status <> 'sent';
+        COMMENT ON TABLE {NOTIFICATIONS} IS 'Cada aviso por correo: a quién, cuándo, enviado o fallido y por qué';
+        """,
+    ),
+]
+
+
+def migrate(conn) -> int:
+    """Create or evolve the register's schema; return the schema version now in force."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        cur.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS {SCHEMA}.schema_migrations ("
+            " version integer PRIMARY KEY, description text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        cur.execute(f"SELECT coalesce(max(version), 0) FROM {SCHEMA}.schema_migrations")
+        current = cur.fetchone()[0]
+        for version, description, sql in MIGRATIONS:
+            if version > current:
+                cur.execute(sql)
+                cur.execute(
+                    f"INSERT INTO {SCHEMA}.schema_migrations (version, description) VALUES (%s, %s)",
+                    (version, description),
+                )
+                current = version
+    conn.commit()
+    return current
+
+
+@contextlib.contextmanager
+def connect(conn_id: str) -> Generator:
+    """A connection to the register (schema migrated), closed on exit; failures are :class:`RegisterError`.
+
+    The driver's messages name host and user, never the password.
+    """
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    try:
+        conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
+    except Exception as err:
+        raise RegisterError(
+            f"No se pudo abrir el registro FT-GTI-004 (conexión «{conn_id}»): {str(err).strip()}"
+        ) from err
+    try:
+        migrate(conn)
+        yield conn
+    except RegisterError:
+        raise
+    except Exception as err:
+        with contextlib.suppress(Exception):
+            conn.rollback()
+        raise RegisterError(f"No se pudo leer o escribir el registro FT-GTI-004 (conexión «{conn_id}»): "
+                            f"{str(err).strip()}") from err
+    finally:
+        conn.close()
