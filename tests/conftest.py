@@ -119,14 +119,15 @@ def register_rows():
     return read
 
 
-def write_inventory(path: Path, root: Path, targets: list[dict], frequencies: dict | None = None) -> Path:
+def write_inventory(path: Path, root: Path, targets: list[dict], frequencies: dict | None = None, *,
+                    register_conn_id: str = "respaldo_registro", smtp_conn_id: str = "smtp_pruebas") -> Path:
     """Write a test inventory (YAML is a superset of JSON, so JSON is written) and return its path."""
     inventory = {
         "organization": "Gobernación del Putumayo (pruebas)",
         "timezone": "America/Bogota",
         "storage": {"root": str(root)},
-        "register": {"conn_id": "respaldo_registro"},
-        "alerts": {"smtp_conn_id": "smtp_pruebas", "email": ["sistemas@example.gov.co"]},
+        "register": {"conn_id": register_conn_id},
+        "alerts": {"smtp_conn_id": smtp_conn_id, "email": ["sistemas@example.gov.co"]},
         "frequencies": frequencies or {
             "financiero": {"schedule": ["0 13 * * *", "0 22 * * *"], "retries": 0},
             "diario": {"schedule": "0 23 * * *", "retries": 0},
@@ -147,8 +148,8 @@ def backups(tmp_path, monkeypatch, source_pg, smtp):
         root = tmp_path / "respaldos"
         inventory = tmp_path / "inventory.yaml"
 
-        def write(self, targets: list[dict], frequencies: dict | None = None) -> Path:
-            write_inventory(self.inventory, self.root, targets, frequencies)
+        def write(self, targets: list[dict], frequencies: dict | None = None, **settings) -> Path:
+            write_inventory(self.inventory, self.root, targets, frequencies, **settings)
             monkeypatch.setenv("RESPALDO_INVENTORY", str(self.inventory))
             return self.inventory
 

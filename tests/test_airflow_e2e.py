@@ -88,7 +88,7 @@ def e2e(tmp_path_factory, source_pg, smtp):
                          schedule=False)
     try:
         stack.start()
-        stack.command([str(VENV_BIN / "respaldo"), "pools"])
+        stack.command([str(VENV_BIN / "respaldo"), "pools", "--slots", "2"])
         for dag_id in DAGS:
             stack.api.wait_for_dag(dag_id)
             stack.api.unpause(dag_id)
@@ -121,8 +121,8 @@ def test_a_run_triggered_from_the_form_backs_up_restores_and_registers_the_real_
     run_id, state = e2e.run_to_end("respaldo_diario", form, slot)
 
     assert state == "success"
-    assert e2e.api.task_states("respaldo_diario", run_id) == {f"sistema_informacion_pg.{s}": "success"
-                                                             for s in STEPS}
+    assert e2e.api.task_states("respaldo_diario", run_id) == {
+        "preparar": "success", "cierre": "success", **{f"sistema_informacion_pg.{s}": "success" for s in STEPS}}
     [row] = register_rows(target="sistema_informacion_pg", run_id=run_id)
     assert row["status"] == "success" and row["error"] is None
     assert (row["responsible"], row["notes"]) == ("Ana Pérez", "respaldo pedido desde el formulario")
@@ -216,7 +216,9 @@ def test_clearing_a_finished_task_group_reruns_it_and_updates_its_one_register_r
     time.sleep(1)  # the re-run's copy gets a new second, hence an artifact of its own
 
     cleared = e2e.api.clear_tasks("respaldo_diario", run_id, [f"sistema_informacion_pg.{s}" for s in STEPS])
-    assert sorted(ti["task_id"] for ti in cleared) == sorted(f"sistema_informacion_pg.{s}" for s in STEPS)
+    # The run's setup and teardown come with them: the rerun is checked and closed like the first run.
+    assert sorted(ti["task_id"] for ti in cleared) == sorted(
+        ["preparar", "cierre", *(f"sistema_informacion_pg.{s}" for s in STEPS)])
     assert e2e.api.wait_for_run("respaldo_diario", run_id) == "success"
 
     tries = e2e.api.task_tries("respaldo_diario", run_id, "sistema_informacion_pg.copia")
@@ -263,7 +265,8 @@ def test_the_workers_task_logs_show_progress_and_never_the_password(e2e):
     assert state == "success"
 
     run_logs = [p for p in e2e.stack.task_log_files() if f"run_id={run_id}" in str(p)]
-    assert {p.parent.name for p in run_logs} == {f"task_id=financiero_pg.{s}" for s in STEPS}
+    assert {p.parent.name for p in run_logs} == {"task_id=preparar", "task_id=cierre",
+                                                 *(f"task_id=financiero_pg.{s}" for s in STEPS)}
     [copia_log] = [p for p in run_logs if p.parent.name == "task_id=financiero_pg.copia"]
     events = [json.loads(line).get("event", "") for line in copia_log.read_text().splitlines() if line.strip()]
     assert any(event.startswith("pg_dump terminó:") for event in events), events

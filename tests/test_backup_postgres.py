@@ -308,7 +308,8 @@ def test_an_unknown_typed_target_fails_the_run_once_before_any_copy_and_emails_o
     assert set(result.values()) == {"upstream_failed"}, result
     assert register_rows(run_id=run.run_id) == []
     mail = smtp.wait_for(lambda m: run.run_id in m["Subject"])
-    assert mail["Subject"] == f"[respaldo] La ejecución {run.run_id} de respaldo_financiero no empezó: no se respaldó nada"
+    assert mail["Subject"] == (f"[respaldo] La ejecución {run.run_id} de respaldo_financiero no empezó: no se "
+                               "respaldó nada")
     body = mail.get_body(("html",)).get_content()
     assert "no existen en respaldo_financiero: financero_pg" in body and "financiero_pg, nomina_pg" in body
     time.sleep(2)

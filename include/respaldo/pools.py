@@ -54,14 +54,44 @@ def ensure(names: Iterable[str], slots: int = 1) -> list[str]:
     return created
 
 
+def ensure_outside_session(names: Iterable[str]) -> list[str]:
+    """:func:`ensure` on a connection of its own, for code running inside the scheduler's loop.
+
+    The scheduler forbids commits on its session while it holds its locks ("UNEXPECTED COMMIT"), and a
+    failed commit there would undo the run's own state change; pools are created in a transaction of
+    their own instead, which the scheduler sees from its next loop on.
+    """
+    from airflow import settings
+    from airflow.models.pool import Pool
+    from sqlalchemy import insert, select
+    from sqlalchemy.exc import IntegrityError
+
+    table = Pool.__table__
+    created = []
+    for name in sorted(set(names)):
+        try:
+            with settings.engine.begin() as conn:
+                if conn.scalar(select(table.c.pool).where(table.c.pool == name)) is None:
+                    conn.execute(insert(table).values(pool=name, slots=1, description=DESCRIPTION,
+                                                      include_deferred=False))
+                    created.append(name)
+        except IntegrityError:  # another scheduler made it first
+            continue
+    return created
+
+
 class PoolGuard:
-    """Scheduler listener: a ``respaldo_*`` run that starts gets the pools its tasks need."""
+    """Scheduler listener: a ``respaldo_*`` run that starts gets the pools its tasks need. Never raises."""
 
     @hookimpl
     def on_dag_run_running(self, dag_run: Any, msg: str) -> None:
         if not dag_run.dag_id.startswith(DAG_PREFIX) or getattr(dag_run, "dag", None) is None:
             return
-        created = ensure(needed_by(dag_run.dag))
+        try:
+            created = ensure_outside_session(needed_by(dag_run.dag))
+        except Exception:
+            log.exception("respaldo: no se pudieron revisar o crear los pools de %s", dag_run.dag_id)
+            return
         if created:
             log.warning("respaldo: la ejecución %s de %s necesitaba pools que no existían; se crearon con 1 cupo: %s. "
                         "Ajuste los cupos con `respaldo pools --slots N` si hace falta.", dag_run.run_id,

@@ -252,8 +252,8 @@ def cierre(settings: dict[str, Any], **context: Any) -> dict[str, Any]:
         operator = dag.get_task(f"{group_id}.registrar")
         model = _target(operator.target)
         failed = [step for step in STEPS if states.get(f"{group_id}.{step}") == "failed"]
-        artifacts.remove_staging(artifacts.staging_dir(settings["root"], model.frequency, model.id, run_id))
-        if not failed:
+        if not failed:  # a failed target's leftovers are removed (and reported) by fallas.handle
+            artifacts.remove_staging(artifacts.staging_dir(settings["root"], model.frequency, model.id, run_id))
             continue
         step = failed[0]
         started = intentos.of(ti, f"{group_id}.{step}")
@@ -265,8 +265,9 @@ def cierre(settings: dict[str, Any], **context: Any) -> dict[str, Any]:
             problems.append(f"{model.id}: {err}")
             continue
         this_try = row is not None and row["try_number"] == try_number
-        if this_try and alerted:
-            continue  # its failure callback recorded and alerted it
+        if this_try and alerted:  # its failure callback recorded and alerted it
+            artifacts.remove_staging(artifacts.staging_dir(settings["root"], model.frequency, model.id, run_id))
+            continue
         reason = fallas.PROCESS_LOST
         if this_try and row["status"] == "failed" and row["error"]:  # recorded, but the alert never left
             reason = row["error"].removeprefix(f"Falló «{step}»: ")

@@ -1,0 +1,155 @@
+"""A failure is recorded, alerted once, and told truthfully, even when the register or the mail server is down.
+
+Runs through Airflow (``dag.test``) against real PostgreSQL and SMTP servers; the faults that need
+Airflow's scheduler (killed task processes, dead workers, missing pools) are in test_fallas_e2e.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import REGISTER_DB, SYSTEM_PG
+from test_backup_postgres import states
+
+from devtools.servers import SmtpServer, free_port
+from respaldo import avisos, fallas
+from respaldo.inventory import target_from
+
+SISTEMA = {"id": "sistema_informacion_pg", "kind": "postgres", "frequency": "diario", "conn_id": "pg_fuente",
+           "database": "sistema_informacion"}
+CLAVE_MALA = {"id": "financiero_pg", "kind": "postgres", "frequency": "financiero", "conn_id": "pg_clave_mala",
+              "database": "financiero"}
+
+
+def alerts(key: str | None = None) -> list[dict]:
+    with psycopg.connect(f"{SYSTEM_PG}/{REGISTER_DB}", row_factory=psycopg.rows.dict_row) as conn:
+        if key:
+            return conn.execute("SELECT * FROM respaldo.notificacion WHERE key = %s", (key,)).fetchall()
+        return conn.execute("SELECT * FROM respaldo.notificacion ORDER BY id").fetchall()
+
+
+def mails_of(server: SmtpServer, run_id: str) -> list:
+    return [m for m in list(server.messages) if run_id in m.get_body(("html",)).get_content()]
+
+
+def test_with_the_register_down_a_good_copy_is_kept_and_the_email_says_it_was_not_recorded(backups, smtp,
+                                                                                            monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_REGISTRO_CAIDO", json.dumps(
+        {"conn_type": "postgres", "host": "127.0.0.1", "port": free_port(), "login": "postgres",
+         "schema": "registro"}))
+    backups.write([SISTEMA], register_conn_id="registro_caido")
+    run = backups.run("respaldo_diario")
+
+    result = states(run)
+    assert result["sistema_informacion_pg.comprimir"] == "success"
+    assert result["sistema_informacion_pg.registrar"] == "failed"
+    assert result["cierre"] == "failed", "the closing task must not pretend the failure was recorded"
+    [artifact] = [p for p in backups.root.rglob("*.dump.zst")]
+    check = subprocess.run(["sha256sum", "-c", artifact.name + ".sha256"], cwd=artifact.parent,
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    [mail] = [m for m in mails_of(smtp, run.run_id) if "sistema_informacion_pg" in m["Subject"]]
+    body = mail.get_body(("html",)).get_content()
+    assert "NO quedó registrada" in body and "registro_caido" in body
+    assert "sí se tomó y está completa" in body and str(artifact) in body
+    assert "quedó registrada como" not in body and "no quedó ninguna copia" not in body
+
+
+def test_with_the_mail_server_down_the_alert_is_recorded_as_failed_and_sent_when_it_returns(
+        backups, register_rows, monkeypatch):
+    monkeypatch.setattr(avisos, "RETRY_PAUSES_SECONDS", (0.1, 0.1))
+    mail_server = SmtpServer().start()
+    port = mail_server.port
+    mail_server.stop()
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_CAIDO", SmtpServer(port=port).connection_json())
+    backups.write([CLAVE_MALA], smtp_conn_id="smtp_caido")
+    run = backups.run("respaldo_financiero")
+
+    assert states(run)["financiero_pg.copia"] == "failed"
+    [row] = register_rows(target="financiero_pg", run_id=run.run_id)
+    assert row["status"] == "failed" and "password authentication failed" in row["error"]
+    key = fallas.alert_key("financiero_pg", run.run_id, row["try_number"])
+    [alert] = alerts(key)
+    assert alert["status"] == "failed" and alert["sent_at"] is None
+    assert alert["attempts"] >= avisos.SEND_ATTEMPTS  # the callback's tries, and the closing task's again
+    assert f"conexión «smtp_caido», 127.0.0.1:{port}) no respondió" in alert["last_error"]
+    assert alert["recipients"] == ["sistemas@example.gov.co"]
+    assert states(run)["cierre"] == "failed", "an alert that did not leave is not a closed run"
+
+    back = SmtpServer(port=port).start()
+    try:
+        channel = avisos.Channel("smtp_caido", ["sistemas@example.gov.co"], None, "respaldo_registro")
+        resent = [(a.key, d.sent) for a, d in avisos.resend_unsent(channel, run_id=run.run_id)]
+        assert (key, True) in resent
+        subjects = sorted(m["Subject"] for m in mails_of(back, run.run_id))
+        assert subjects == [f"[respaldo] El cierre de la ejecución {run.run_id} de respaldo_financiero quedó "
+                            "incompleto",
+                            "[respaldo] Falló el respaldo de «financiero_pg» en el paso «copia» (respaldo_financiero)"]
+        [mail] = [m for m in mails_of(back, run.run_id) if "Falló el respaldo" in m["Subject"]]
+        assert "password authentication failed" in mail.get_body(("html",)).get_content()
+        [alert] = alerts(key)
+        assert alert["status"] == "sent" and alert["sent_at"] is not None and alert["last_error"] is None
+        assert avisos.resend_unsent(channel, run_id=run.run_id) == []
+    finally:
+        back.stop()
+
+
+def test_a_failure_reported_twice_is_mailed_once(backups, smtp, register_rows):
+    """Airflow runs the failure callback of a dead worker's task more than once; the email goes once."""
+    backups.write([CLAVE_MALA])
+    run = backups.run("respaldo_financiero")
+    [row] = register_rows(target="financiero_pg", run_id=run.run_id)
+    assert len(mails_of(smtp, run.run_id)) == 1
+
+    settings = backups.dag("respaldo_financiero").get_task("preparar").settings
+    facts = fallas.RunFacts("respaldo_financiero", run.run_id, "manual", None)
+    again = fallas.handle(target_from(CLAVE_MALA | {"mechanism": "automatic", "responsible": "x"}), settings, facts,
+                          fallas.Failure("copia", row["try_number"], fallas.PROCESS_LOST), {})
+
+    assert again.delivery.duplicate and not again.delivery.sent
+    assert len(mails_of(smtp, run.run_id)) == 1
+    [same] = register_rows(target="financiero_pg", run_id=run.run_id)
+    assert same["id"] == row["id"] and same["status"] == "failed"
+
+
+def test_an_alert_is_claimed_by_one_sender_and_taken_over_only_after_a_failure_or_a_dead_claim():
+    from respaldo.register import notificacion
+
+    alert = notificacion.Alert(key=f"prueba:{dt.datetime.now().timestamp()}", kind="prueba",
+                               recipients=["a@example.gov.co"], subject="s", body="b")
+    assert notificacion.claim("respaldo_registro", alert)
+    assert not notificacion.claim("respaldo_registro", alert), "a second sender must not claim a live claim"
+    notificacion.settle("respaldo_registro", alert.key, 3, "el servidor de correo no respondió")
+    assert notificacion.of("respaldo_registro", alert.key)["status"] == "failed"
+    assert notificacion.claim("respaldo_registro", alert), "a failed alert is taken over for a retry"
+    with psycopg.connect(f"{SYSTEM_PG}/{REGISTER_DB}") as conn:
+        conn.execute("UPDATE respaldo.notificacion SET last_attempt_at = now() - interval '1 hour' WHERE key = %s",
+                     (alert.key,))
+    assert notificacion.claim("respaldo_registro", alert), "a claim whose sender died is taken over"
+    notificacion.settle("respaldo_registro", alert.key, 1, None)
+    recorded = notificacion.of("respaldo_registro", alert.key)
+    assert (recorded["status"], recorded["attempts"]) == ("sent", 4)
+    assert not notificacion.claim("respaldo_registro", alert), "a sent alert is never sent again"
+
+
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_an_empty_responsable_in_the_form_falls_back_to_the_inventory(backups, register_rows, value):
+    backups.write([SISTEMA])
+    run = backups.run("respaldo_diario", conf={"responsable": value, "observaciones": value})
+    [row] = register_rows(target="sistema_informacion_pg", run_id=run.run_id)
+    assert row["status"] == "success"
+    assert row["responsible"] == "Profesional universitario área de sistemas" and row["notes"] is None
+
+
+def test_a_scheduled_run_leaves_nothing_in_staging_and_closes_cleanly(backups, register_rows):
+    backups.write([SISTEMA])
+    run = backups.run("respaldo_diario", logical_date=dt.datetime(2026, 5, 1, 4, 0, tzinfo=dt.UTC))
+    assert states(run)["cierre"] == "success"
+    assert [p for p in (backups.root / ".staging").rglob("*") if p.is_file()] == []
+    assert Path(register_rows(target="sistema_informacion_pg", run_id=run.run_id)[0]["artifact_path"]).is_file()
