@@ -7,12 +7,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test lint demo bench lock clean
 
-$(STAMP): requirements.txt pyproject.toml devtools/install-system-packages.sh
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml devtools/install-system-packages.sh
 	bash devtools/install-system-packages.sh
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip --upgrade >/dev/null
 	$(BIN)/python -m pip install --quiet --upgrade uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.txt -r requirements-dev.txt
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
@@ -30,9 +30,11 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
-# Re-resolve the pinned set (Airflow's constraint files are out of reach: requirements.txt is our lock).
+# Re-resolve the pinned sets (Airflow's constraint files are out of reach: requirements.txt is our lock;
+# requirements-dev.txt adds the test tools, constrained to it).
 lock:
 	$(BIN)/uv pip compile requirements.in --python-version 3.11 -o requirements.txt
+	$(BIN)/uv pip compile requirements-dev.in --python-version 3.11 -o requirements-dev.txt
 
 clean:
 	rm -rf $(VENV) .demo bench/.work .pytest_cache .ruff_cache

@@ -420,3 +420,10 @@ def test_the_init_scripts_work_on_postgresql_15_and_the_read_only_role_can_dump(
         owner = server.psql("CREATE SCHEMA respaldo; SELECT current_user", database=registro["schema"],
                             user=registro["login"], password=registro["password"]).stdout.strip()
         assert owner == registro["login"]
+
+
+def test_the_production_requirements_carry_no_test_tools():
+    pinned = {line.split("==")[0].lower() for line in (REPO / "requirements.txt").read_text().splitlines()
+              if "==" in line and not line.startswith("#")}
+    assert "apache-airflow" in pinned and "zstandard" in pinned
+    assert not pinned & {"pytest", "pytest-timeout", "ruff", "aiosmtpd", "hypothesis", "playwright", "moto"}
