@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import BACKUP_PASSWORD, METADATA_DB, SYSTEM_PG
+from conftest import BACKUP_PASSWORD, METADATA_DB, SYSTEM_PG, assert_only_its_own_environment, read_process
 
 from devtools.demo_data import table_checksums_sql
 
@@ -136,17 +136,19 @@ def test_a_database_that_is_down_fails_cleanly(backups, register_rows, monkeypat
 
 
 def _find_pg_dump(target_id: str, timeout: float = 60) -> int:
-    """The pid of the pg_dump respaldo runs for ``target_id`` (found by its application name)."""
-    marker = f"PGAPPNAME=respaldo {target_id}".encode()
+    """The pid of the pg_dump respaldo runs for ``target_id`` (its service file names the session)."""
+    marker = f"application_name=respaldo {target_id}\n"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            except OSError:
+                if not argv[0].endswith(b"pg_dump"):
+                    continue
+                service = Path(read_process(int(pid))["environ"]["PGSERVICEFILE"]).read_text()
+            except (OSError, KeyError):
                 continue
-            if argv and argv[0].endswith(b"pg_dump") and marker in environ:
+            if marker in service:
                 return int(pid)
         time.sleep(0.05)
     raise AssertionError("pg_dump never started")
@@ -157,14 +159,13 @@ def test_a_killed_dump_leaves_nothing_partial_and_no_secret_in_argv_or_environme
 ):
     """pg_dump is held on a table lock, inspected in /proc, then killed with SIGKILL."""
     backups.write([FINANCIERO])
-    seen: dict[str, bytes] = {}
+    seen: dict = {}
 
     def kill_the_dump():
         try:
             pid = _find_pg_dump("financiero_pg")
             time.sleep(0.5)
-            seen["argv"] = Path(f"/proc/{pid}/cmdline").read_bytes()
-            seen["environ"] = Path(f"/proc/{pid}/environ").read_bytes()
+            seen.update(read_process(pid))
             seen["staged"] = b"\n".join(str(p).encode() for p in staged_files(backups.root))
             os.kill(pid, signal.SIGKILL)
         finally:  # whatever happened, never leave the dump waiting on the lock
@@ -185,9 +186,11 @@ def test_a_killed_dump_leaves_nothing_partial_and_no_secret_in_argv_or_environme
     assert row["status"] == "failed" and "pg_dump terminó con la señal 9" in row["error"]
     assert staged_files(backups.root) == []
     assert not [p for p in backups.root.rglob("*") if p.is_file()]
-    secret = BACKUP_PASSWORD.encode()
-    assert secret not in seen["argv"] and secret not in seen["environ"]
-    assert b"PGPASSWORD" not in seen["environ"] and b"PGPASSFILE=" in seen["environ"]
+    # PGSYSCONFDIR is Debian's pg_wrapper's own, added as it execs the real pg_dump.
+    assert_only_its_own_environment(seen, {"PGSERVICEFILE", "PGSERVICE", "PGPASSFILE", "PGHOST", "PGPORT",
+                                           "PGSYSCONFDIR"}, [BACKUP_PASSWORD])
+    assert set(seen["files"]) == {".", "pgpass", "pg_service.conf"}
+    assert seen["environ"]["PGPASSFILE"] == str(seen["home"] / "pgpass")
 
 
 def test_the_password_is_in_no_log_xcom_rendered_field_or_register_row(backups, register_rows, capfd):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -25,10 +24,10 @@ from pydantic import Field
 
 from respaldo.artifacts import copy_compressed, scan_compressed
 from respaldo.errors import CopyError, DateCheckError
-from respaldo.process import private_dir, run_to_file, write_private
+from respaldo.hooks.base import minimal_env
+from respaldo.hooks.postgres import explain_libpq, libpq_session
+from respaldo.process import run_to_file
 from respaldo.sources.base import CopyResult, Source, TargetBase
-
-CONNECT_TIMEOUT_SECONDS = 20
 
 
 class PostgresTarget(TargetBase):
@@ -37,7 +36,8 @@ class PostgresTarget(TargetBase):
     kind: Literal["postgres"]
     conn_id: Annotated[
         str,
-        Field(min_length=1, description="Conexión de Airflow (tipo postgres) con servidor, usuario y clave.",
+        Field(min_length=1, description="Conexión de Airflow (tipo postgres) con servidor, usuario y clave; sus "
+              "extras de SSL (sslmode, sslrootcert, sslcert, sslkey) también valen para pg_dump.",
               examples=["pg_financiero"]),
     ]
     database: Annotated[
@@ -52,10 +52,6 @@ class PostgresTarget(TargetBase):
     ] = []
 
 
-def _pgpass_escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace(":", "\\:")
-
-
 class PostgresSource(Source):
     kind = "postgres"
     model = PostgresTarget
@@ -65,57 +61,26 @@ class PostgresSource(Source):
     restore_hint = "createdb NUEVA && zstd -dc {artifact} | pg_restore --no-owner -d NUEVA"
     compresses = True
 
-    def _connection(self, target: PostgresTarget):
-        from airflow.sdk import BaseHook
-
-        return BaseHook.get_connection(target.conn_id)
-
-    def _environment(self, target: PostgresTarget, secrets_dir: Path) -> tuple[dict[str, str], str]:
-        """Environment for libpq tools; the password goes to a 0600 pgpass file, never argv or env."""
-        conn = self._connection(target)
-        database = target.database or conn.schema or "postgres"
-        host = conn.host or "localhost"
-        port = str(conn.port or 5432)
-        user = conn.login or ""
-        password = conn.password or ""
-        env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
-        env.update(
-            PGHOST=host,
-            PGPORT=port,
-            PGDATABASE=database,
-            PGCONNECT_TIMEOUT=str(CONNECT_TIMEOUT_SECONDS),
-            PGAPPNAME=f"respaldo {target.id}",
-            TZ="UTC",
-        )
-        if user:
-            env["PGUSER"] = user
-        sslmode = (conn.extra_dejson or {}).get("sslmode")
-        if sslmode:
-            env["PGSSLMODE"] = str(sslmode)
-        pgpass = secrets_dir / "pgpass"
-        line = ":".join(_pgpass_escape(v) for v in ("*", "*", "*", "*", password))
-        write_private(pgpass, line + "\n")
-        env["PGPASSFILE"] = str(pgpass)
-        return env, password
+    def _session(self, target: PostgresTarget):
+        return libpq_session(target.conn_id, database=target.database, application_name=f"respaldo {target.id}")
 
     def copy(self, target: PostgresTarget, dest: Path, log: logging.Logger) -> CopyResult:
         """pg_dump's custom format, compressed as it arrives when ``dest`` ends in ``.zst``."""
-        with private_dir() as secrets_dir:
-            env, password = self._environment(target, secrets_dir)
-            log.info(
-                "pg_dump de la base «%s» en %s:%s (usuario %s), formato custom",
-                env["PGDATABASE"], env["PGHOST"], env["PGPORT"], env.get("PGUSER", "-"),
-            )
+        with self._session(target) as session:
+            log.info("pg_dump de la base «%s» en %s (usuario %s), formato custom", session.database, session.where,
+                     session.user or "-")
             argv = ["pg_dump", "--format=custom", "--compress=0", "--no-password"]
             argv += [f"--exclude-table={pattern}" for pattern in target.exclude_tables]
+            explain = lambda text, _code: explain_libpq(text, session)  # noqa: E731
             if dest.name.endswith(".zst"):
-                original, compressed, sha256 = copy_compressed(argv, dest, env=env, log=log, what="pg_dump",
-                                                               secrets=[password])
+                original, compressed, sha256 = copy_compressed(argv, dest, env=session.env, log=log,
+                                                               what="pg_dump", secrets=session.secrets,
+                                                               explain=explain)
                 result = CopyResult(path=dest, bytes=compressed, compressed=True, original_bytes=original,
                                     sha256=sha256)
             else:
-                size = run_to_file([*argv, f"--file={dest}"], dest, env=env, log=log, what="pg_dump",
-                                   secrets=[password], writes_dest_itself=True)
+                size = run_to_file([*argv, f"--file={dest}"], dest, env=session.env, log=log, what="pg_dump",
+                                   secrets=session.secrets, writes_dest_itself=True, explain=explain)
                 result = CopyResult(path=dest, bytes=size)
         if (result.original_bytes if result.compressed else result.bytes) == 0:
             dest.unlink(missing_ok=True)
@@ -127,8 +92,7 @@ class PostgresSource(Source):
 
         A compressed copy is read to its end (checking it) while ``pg_restore --list`` reads its head.
         """
-        env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
-        env["TZ"] = "UTC"
+        env = minimal_env()  # pg_restore --list reads a file: no connection, so nothing of one
         if path.name.endswith(".zst"):
             with tempfile.TemporaryFile() as listing, tempfile.TemporaryFile() as errors:
                 proc = subprocess.Popen(  # noqa: S603 - fixed argv
@@ -174,17 +138,17 @@ class PostgresSource(Source):
         raise DateCheckError(f"La copia {path.name} no trae la fecha de creación que pg_dump estampa")
 
     def check(self, target: PostgresTarget) -> str:
-        with private_dir() as secrets_dir:
-            env, password = self._environment(target, secrets_dir)
+        with self._session(target) as session:
             proc = subprocess.run(  # noqa: S603 - fixed argv
                 ["psql", "--no-password", "-XAtc", "select current_user"],
-                env=env, capture_output=True, text=True, check=False,
+                env=session.env, capture_output=True, text=True, check=False,
             )
-        if proc.returncode != 0:
-            message = proc.stderr.strip().replace(password, "********") if password else proc.stderr.strip()
-            raise CopyError(f"No responde la base «{env['PGDATABASE']}» en {env['PGHOST']}:{env['PGPORT']}: "
-                            f"{message}")
-        return f"base «{env['PGDATABASE']}» en {env['PGHOST']}:{env['PGPORT']} como {proc.stdout.strip()}"
+            if proc.returncode != 0:
+                message = session.blank(proc.stderr.strip())
+                plain = explain_libpq(message, session)
+                raise CopyError(f"No responde la base «{session.database}» en {session.where}: "
+                                + (f"{plain} Detalle: {message}" if plain else message))
+            return f"base «{session.database}» en {session.where} como {proc.stdout.strip()}"
 
     def summary(self, target: PostgresTarget) -> str:
         what = f"base PostgreSQL «{target.database or '(la de la conexión)'}» (conexión `{target.conn_id}`)"
