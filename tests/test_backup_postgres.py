@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import os
 import re
 import signal
@@ -309,3 +310,85 @@ def test_an_unknown_typed_target_fails_copia_instead_of_skipping_everything(back
     with pytest.raises(AirflowFailException, match="desconocido.*: financero_pg. Los de respaldo_financiero son: "
                                                    "financiero_pg, nomina_pg"):
         selected("financiero_pg", {"params": {"objetivos": ["financero_pg"]}, "dag": dag})
+
+
+@pytest.fixture
+def locked_table(source_pg):
+    """Another session holds «comprobantes» in ACCESS EXCLUSIVE mode in an open transaction."""
+    with psycopg.connect(host="127.0.0.1", port=source_pg.port, user="postgres", password=source_pg.password,
+                         dbname="financiero", application_name="mantenimiento nocturno") as blocker:
+        blocker.execute("LOCK TABLE comprobantes IN ACCESS EXCLUSIVE MODE")
+        try:
+            yield blocker.info.backend_pid
+        finally:
+            blocker.rollback()
+
+
+class Remembered(logging.Handler):
+    """Keeps the records of one logger (Airflow's logging set-up makes caplog unreliable here)."""
+
+    def __init__(self, name: str):
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+        self.log = logging.getLogger(name)
+        self.log.setLevel(logging.INFO)
+        self.log.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_locked_table_fails_within_the_bound_naming_the_table_and_the_session(
+    source_pg, locked_table, tmp_path, monkeypatch
+):
+    from respaldo.errors import CopyError
+    from respaldo.sources import postgres
+
+    monkeypatch.setattr(postgres, "LOCK_CHECK_SECONDS", 0.5)
+    target = postgres.PostgresTarget.model_validate(
+        FINANCIERO | {"mechanism": "automatic", "responsible": "x", "lock_wait_minutes": 0.1})
+    dest = tmp_path / "financiero.dump.zst"
+    started = time.monotonic()
+    remembered = Remembered("prueba.bloqueo")
+    with pytest.raises(CopyError) as failure:
+        postgres.PostgresSource().copy(target, dest, remembered.log)
+    elapsed = time.monotonic() - started
+    failed_at = time.time()
+
+    assert 6 <= elapsed < 20, elapsed
+    message = str(failure.value)
+    assert message.startswith("pg_dump terminó con código 1: pg_dump esperó más de 0.1 min (lock_wait_minutes) para "
+                              "leer la tabla «public.comprobantes» de la base «financiero» en 127.0.0.1:"), message
+    holder = f"la sesión {locked_table} (usuario postgres, aplicación «mantenimiento nocturno»)"
+    assert f"bloqueada por {holder}" in message
+    assert f"SELECT pg_terminate_backend({locked_table})" in message and "aumente lock_wait_minutes" in message
+    waiting = [r.getMessage() for r in remembered.records if "pg_dump espera desde hace" in r.getMessage()]
+    assert len(waiting) == 1, "said once while nothing changed"
+    [line] = [r for r in remembered.records if "pg_dump espera desde hace" in r.getMessage()]
+    assert line.levelno == logging.WARNING
+    assert (f"para leer la tabla «public.comprobantes» de la base «financiero» en 127.0.0.1:{source_pg.port}: la "
+            f"tiene bloqueada {holder}. Si sigue así, la copia se rinde a los 0.1 min") in waiting[0]
+    assert line.created < failed_at - 3, "the log said what it waited for while it waited"
+    assert not dest.exists()
+
+
+def test_without_the_lock_the_same_target_copies(source_pg, tmp_path):
+    from respaldo.sources import postgres
+
+    target = postgres.PostgresTarget.model_validate(
+        FINANCIERO | {"mechanism": "automatic", "responsible": "x", "lock_wait_minutes": 0.1})
+    result = postgres.PostgresSource().copy(target, tmp_path / "financiero.dump.zst", logging.getLogger("prueba"))
+    assert result.compressed and result.original_bytes > 100_000
+
+
+def test_a_locked_table_is_a_failed_row_with_the_plain_reason(backups, locked_table, register_rows):
+    backups.write([{**FINANCIERO, "lock_wait_minutes": 0.05}])
+    started = time.monotonic()
+    run = backups.run("respaldo_financiero")
+
+    assert time.monotonic() - started < 60
+    [row] = register_rows(target="financiero_pg", run_id=run.run_id)
+    assert row["status"] == "failed" and row["step"] == "copia"
+    assert "esperó más de 0.05 min (lock_wait_minutes) para leer la tabla «public.comprobantes»" in row["error"]
+    assert f"bloqueada por la sesión {locked_table} (usuario postgres" in row["error"]
+    assert staged_files(backups.root) == []

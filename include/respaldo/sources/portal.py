@@ -21,7 +21,7 @@ import tarfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from respaldo.errors import CopyError, DateCheckError
 from respaldo.hooks.base import minimal_env
@@ -29,6 +29,7 @@ from respaldo.hooks.ssh import explain_ssh_failure, openssh_session
 from respaldo.process import run_to_file
 from respaldo.sources.base import CopyResult, Source, TargetBase
 from respaldo.sources.files import TAR_OK, FilesTarget, tar_argv
+from respaldo.sources.postgres import DEFAULT_LOCK_WAIT_MINUTES, LOCK_WAIT_DESCRIPTION
 
 DATABASE_MEMBER = "base_de_datos"
 FILES_PREFIX = "archivos/"
@@ -46,6 +47,17 @@ class PortalDatabase(BaseModel):
                                           examples=["portal_web"])] = None
     exclude_tables: Annotated[list[str], Field(description="Tablas que no se copian (cachés, sesiones).",
                                                examples=[["cache_page"]])] = []
+    lock_wait_minutes: Annotated[
+        float | None,
+        Field(gt=0, le=1440, description="Solo para bases postgres: " + LOCK_WAIT_DESCRIPTION
+              + f" Por defecto {DEFAULT_LOCK_WAIT_MINUTES}.", examples=[5]),
+    ] = None
+
+    @model_validator(mode="after")
+    def _lock_wait_is_postgres(self) -> PortalDatabase:
+        if self.lock_wait_minutes is not None and self.kind != "postgres":
+            raise ValueError("`lock_wait_minutes` solo se usa con bases postgres")
+        return self
 
 
 class PortalFiles(BaseModel):
