@@ -160,6 +160,12 @@ def explain_libpq(text: str, session: PgSession) -> str:
                 "(extras sslrootcert, sslcert o sslkey).")
     if "server does not support SSL" in text:
         return f"el servidor {where} no acepta SSL y la conexión «{conn_id}» lo exige (extra sslmode)."
+    if "no pg_hba.conf entry" in text:
+        if "no encryption" in text:
+            return (f"el servidor {where} solo acepta conexiones cifradas (SSL) y la conexión «{conn_id}» no lo usa: "
+                    "quite sslmode=disable de su Extra o ponga sslmode=verify-full con sslrootcert.")
+        return (f"el servidor {where} no admite conexiones de este equipo con ese usuario y esa base: un "
+                "administrador debe agregarlas en su pg_hba.conf.")
     if "password authentication failed" in text:
         return f"el servidor {where} rechazó el usuario «{session.user}» o su clave (conexión «{conn_id}»)."
     missing_db = re.search(r'database "([^"]+)" does not exist', text)
