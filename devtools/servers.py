@@ -340,14 +340,17 @@ class MariaDBServer:
 
     The administrator (``root``, or the OS user running this when not root) logs in only through the
     Unix socket; every other account
-    is made with a password and reaches the server over TCP, as a remote backup user would.
+    is made with a password and reaches the server over TCP, as a remote backup user would. With
+    ``ssl`` it also serves TLS with a certificate for 127.0.0.1 signed by a CA of its own.
     """
 
     port: int = 0
+    ssl: bool = False
     datadir: Path | None = None
     socket: Path | None = None
     admin: str = "root"
     process: subprocess.Popen | None = None
+    tls: Tls | None = None
     _tmp: Path | None = field(default=None, repr=False)
 
     def start(self) -> MariaDBServer:
@@ -371,6 +374,11 @@ class MariaDBServer:
                 f"--log-error={self._tmp / 'error.log'}", *account, "--skip-name-resolve",
                 "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci",
                 "--innodb-buffer-pool-size=128M", "--innodb-flush-log-at-trx-commit=0", "--max-connections=100"]
+        if self.ssl:  # TLS with a certificate for 127.0.0.1 from a CA of its own (tls.ca)
+            self.tls = make_tls(self._tmp / "tls")
+            if as_root:
+                os.chown(self.tls.key, pwd.getpwnam("mysql").pw_uid, -1)
+            argv += [f"--ssl-ca={self.tls.ca}", f"--ssl-cert={self.tls.cert}", f"--ssl-key={self.tls.key}"]
         # Its own session: a terminal's Ctrl-C reaches whoever started it, who stops it in order.
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                         start_new_session=True)

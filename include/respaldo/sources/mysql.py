@@ -196,6 +196,9 @@ class MysqlSource(Source):
         if code in (2002, 2003, 2005):
             return (f"no se pudo conectar con el servidor {server.where} (¿está encendido, escucha en ese puerto "
                     "y el firewall lo permite?)")
+        if code == 2026:
+            return (f"no se pudo establecer la conexión cifrada (TLS) con {server.where}: revise los extras «ssl» "
+                    f"(su «ca») y «ssl_mode» de la conexión «{server.conn_id}»")
         if code in (2006, 2013):
             return f"se perdió la conexión con el servidor {server.where} durante la copia"
         if code == 1044:
