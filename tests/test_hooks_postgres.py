@@ -78,3 +78,15 @@ def test_a_tls_problem_fails_the_copy_and_the_check_with_a_plain_reason(ssl_pg, 
     where = "localhost:" if conn_id == "pg_ssl_otro_nombre" else "127.0.0.1:"
     assert str(check_failure.value).startswith(f"No responde la base «cifrada» en {where}{ssl_pg.port}: {reason}")
     assert BACKUP_PASSWORD not in str(copy_failure.value) + str(check_failure.value)
+
+
+def test_a_missing_connection_is_named_for_every_database_kind(tmp_path):
+    from respaldo.sources.mysql import MysqlSource, MysqlTarget
+
+    cases = [(PostgresSource(), target("pg_no_existe")),
+             (MysqlSource(), MysqlTarget.model_validate({"id": "m", "kind": "mysql", "frequency": "diario",
+                                                         "responsible": "x", "conn_id": "mysql_no_existe"}))]
+    for source, missing in cases:
+        with pytest.raises(CopyError, match=f"^No existe la conexión de Airflow «{missing.conn_id}»: créela en Admin"):
+            source.copy(missing, tmp_path / "copia", logging.getLogger("prueba"))
+        assert not (tmp_path / "copia").exists()

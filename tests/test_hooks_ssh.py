@@ -261,3 +261,20 @@ def test_ssh_gets_its_secrets_in_private_files_only_and_none_of_the_workers_envi
         values = [str(v) for (v,) in conn.execute("SELECT value::text FROM xcom WHERE run_id = %s", (run.run_id,))]
     assert values and not [v for v in values for s in secrets if s in v]
     assert not [s for s in secrets if s in repr(rows)]
+
+
+@pytest.mark.parametrize(("conn_id", "connection_json", "message"), [
+    ("ssh_no_existe", None, "No existe la conexión de Airflow «ssh_no_existe»: créela en Admin → Connections"),
+    ("ssh_sin_servidor", json.dumps({"conn_type": "ssh", "login": "x", "extra": {}}),
+     "La conexión SSH «ssh_sin_servidor» no tiene servidor (host): póngalo en la conexión."),
+    ("ssh_host_key_mala", json.dumps({"conn_type": "ssh", "host": "127.0.0.1", "extra": {"host_key": "ssh-ed25519 x"}}),
+     "La llave del servidor (extra «host_key» de la conexión SSH «ssh_host_key_mala») debe tener la forma"),
+], ids=["no-existe", "sin-servidor", "host_key-mala"])
+def test_a_connection_that_cannot_be_used_is_named_plainly(folder, tmp_path, monkeypatch, conn_id, connection_json,
+                                                           message):
+    if connection_json:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", connection_json)
+    for use in (lambda: copy_files(folder, conn_id, tmp_path), lambda: list_intake(folder, conn_id)):
+        with pytest.raises(CopyError) as failure:
+            use()
+        assert str(failure.value).startswith(message), str(failure.value)

@@ -99,6 +99,8 @@ def _hook(conn_id: str, *, sftp: bool) -> Any:
         return HookClass(ssh_conn_id=conn_id, conn_retry_attempts=CONNECT_ATTEMPTS)
     except Exception as err:
         text = str(err)
+        if "remote_host" in text:
+            raise CopyError(f"La conexión SSH «{conn_id}» no tiene servidor (host): póngalo en la conexión.") from err
         if "Must check host key" in text:
             raise CopyError(f"La conexión SSH «{conn_id}» trae «host_key» y a la vez pide no verificar la llave del "
                             "servidor: quite de su Extra «no_host_key_check» (o «ignore_hostkey_verification») y "
