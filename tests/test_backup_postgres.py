@@ -362,12 +362,13 @@ def test_a_locked_table_fails_within_the_bound_naming_the_table_and_the_session(
     holder = f"la sesión {locked_table} (usuario postgres, aplicación «mantenimiento nocturno»)"
     assert f"bloqueada por {holder}" in message
     assert f"SELECT pg_terminate_backend({locked_table})" in message and "aumente lock_wait_minutes" in message
-    waiting = [r.getMessage() for r in remembered.records if "pg_dump espera desde hace" in r.getMessage()]
+    waiting = [r for r in remembered.records if r.getMessage().startswith("pg_dump lleva ")]
     assert len(waiting) == 1, "said once while nothing changed"
-    [line] = [r for r in remembered.records if "pg_dump espera desde hace" in r.getMessage()]
+    [line] = waiting
     assert line.levelno == logging.WARNING
-    assert (f"para leer la tabla «public.comprobantes» de la base «financiero» en 127.0.0.1:{source_pg.port}: la "
-            f"tiene bloqueada {holder}. Si sigue así, la copia se rinde a los 0.1 min") in waiting[0]
+    assert re.fullmatch(rf"pg_dump lleva \d s esperando, en la base «financiero» de 127\.0\.0\.1:{source_pg.port}, la "
+                        rf"tabla «public\.comprobantes», bloqueada por {re.escape(holder)}\. Si sigue así, la copia se "
+                        r"rinde a los 0\.1 min de espera \(lock_wait_minutes\)\.", line.getMessage()), line.getMessage()
     assert line.created < failed_at - 3, "the log said what it waited for while it waited"
     assert not dest.exists()
 

@@ -96,7 +96,9 @@ class LockWait:
         return f"la sesión {self.holder_pid} ({', '.join(details)})"
 
     def what(self) -> str:
-        return f"la tabla «{self.table}»" if self.table else f"un bloqueo de tipo {self.lock_type}"
+        if self.table:
+            return f"la tabla «{self.table}», bloqueada por {self.holder()}"
+        return f"un bloqueo de tipo {self.lock_type}, retenido por {self.holder()}"
 
 
 def _duration(seconds: float) -> str:
@@ -139,13 +141,12 @@ class LockWatch:
     ``pg_read_all_stats`` role the backup user sees who holds the lock but not since when.
     """
 
-    def __init__(self, session: PgSession, dest: Path, log: logging.Logger, *, bound_minutes: float,
-                 interval: float | None = None):
+    def __init__(self, session: PgSession, dest: Path, log: logging.Logger, *, bound_minutes: float):
         self.session = session
         self.dest = dest
         self.log = log
         self.bound_minutes = bound_minutes
-        self.interval = LOCK_CHECK_SECONDS if interval is None else interval
+        self.interval = LOCK_CHECK_SECONDS
         self.seen: list[LockWait] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="respaldo-lock-watch", daemon=True)
@@ -207,16 +208,15 @@ class LockWatch:
             if waits:
                 self.seen = waits
             now = time.monotonic()
-            said = "; ".join(f"{wait.what()}: {wait.holder()}" for wait in waits)
+            said = "; ".join(wait.what() for wait in waits)
             if not said or (said == last_said and now - said_at < LOCK_REPEAT_SECONDS):
                 continue
             last_said, said_at = said, now
             for wait in waits:
                 self.log.warning(
-                    "pg_dump espera desde hace %s para leer %s de la base «%s» en %s: la tiene bloqueada %s. "
-                    "Si sigue así, la copia se rinde a los %s min de espera (lock_wait_minutes).",
-                    _duration(wait.waiting_seconds), wait.what(), self.session.database, self.session.where,
-                    wait.holder(), f"{self.bound_minutes:g}")
+                    "pg_dump lleva %s esperando, en la base «%s» de %s, %s. Si sigue así, la copia se rinde a los "
+                    "%s min de espera (lock_wait_minutes).", _duration(wait.waiting_seconds), self.session.database,
+                    self.session.where, wait.what(), f"{self.bound_minutes:g}")
 
     def explain(self, text: str) -> str:
         """The plain reason of a dump that gave up waiting for a lock, or an empty string."""
