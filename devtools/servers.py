@@ -50,6 +50,42 @@ def stop_process(process: subprocess.Popen | None, timeout: float) -> None:
         process.wait()
 
 
+@dataclass(frozen=True)
+class Tls:
+    """A certificate authority and a server certificate it signed, as PEM files."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_ca(directory: Path, name: str = "respaldo CA de prueba") -> tuple[Path, Path]:
+    """A self-signed certificate authority made with openssl; returns (certificate, key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "ca.crt", directory / "ca.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name}",
+                    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def make_tls(directory: Path, san: str = "IP:127.0.0.1") -> Tls:
+    """A CA and a server certificate for ``san`` (subjectAltName) signed by it, in ``directory``."""
+    ca, ca_key = make_ca(directory)
+    cert, key, request = directory / "server.crt", directory / "server.key", directory / "server.csr"
+    subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(request), "-subj", "/CN=respaldo servidor de prueba"],
+                   check=True, capture_output=True)
+    extensions = directory / "server.ext"
+    extensions.write_text(f"subjectAltName={san}\nextendedKeyUsage=serverAuth\n")
+    subprocess.run(["openssl", "x509", "-req", "-in", str(request), "-CA", str(ca), "-CAkey", str(ca_key),
+                    "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(extensions)],
+                   check=True, capture_output=True)
+    key.chmod(0o600)
+    return Tls(ca=ca, cert=cert, key=key)
+
+
 def _as_postgres(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     """Run a PostgreSQL server binary as the ``postgres`` user (the server refuses to run as root)."""
     if os.geteuid() == 0:
@@ -59,12 +95,18 @@ def _as_postgres(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 @dataclass
 class PostgresServer:
-    """A PostgreSQL cluster of its own: superuser ``postgres`` with a password, scram auth only."""
+    """A PostgreSQL cluster of its own: superuser ``postgres`` with a password, scram auth only.
+
+    With ``ssl`` it serves TLS with a certificate for 127.0.0.1 signed by a CA of its own (``tls.ca``)
+    and accepts TCP connections over TLS only.
+    """
 
     password: str = "clave-superusuario-9Xq"
     port: int = 0
+    ssl: bool = False
     datadir: Path | None = None
     process: subprocess.Popen | None = None
+    tls: Tls | None = None
     _tmp: Path | None = field(default=None, repr=False)
 
     def start(self) -> PostgresServer:
@@ -84,6 +126,13 @@ class PostgresServer:
         argv = [str(PG_BIN / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self._tmp}",
                 "-c", "fsync=off", "-c", "max_connections=100"]
+        if self.ssl:
+            self.tls = make_tls(self._tmp / "tls")
+            if os.geteuid() == 0:
+                os.chown(self.tls.key, pwd.getpwnam("postgres").pw_uid, -1)
+            (self.datadir / "pg_hba.conf").write_text(
+                "local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n")
+            argv += ["-c", "ssl=on", "-c", f"ssl_cert_file={self.tls.cert}", "-c", f"ssl_key_file={self.tls.key}"]
         if os.geteuid() == 0:
             argv = ["runuser", "-u", "postgres", "--", *argv]
         # Its own session: a terminal's Ctrl-C reaches whoever started it, who stops it in order.
@@ -291,14 +340,17 @@ class MariaDBServer:
 
     The administrator (``root``, or the OS user running this when not root) logs in only through the
     Unix socket; every other account
-    is made with a password and reaches the server over TCP, as a remote backup user would.
+    is made with a password and reaches the server over TCP, as a remote backup user would. With
+    ``ssl`` it also serves TLS with a certificate for 127.0.0.1 signed by a CA of its own.
     """
 
     port: int = 0
+    ssl: bool = False
     datadir: Path | None = None
     socket: Path | None = None
     admin: str = "root"
     process: subprocess.Popen | None = None
+    tls: Tls | None = None
     _tmp: Path | None = field(default=None, repr=False)
 
     def start(self) -> MariaDBServer:
@@ -322,6 +374,11 @@ class MariaDBServer:
                 f"--log-error={self._tmp / 'error.log'}", *account, "--skip-name-resolve",
                 "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci",
                 "--innodb-buffer-pool-size=128M", "--innodb-flush-log-at-trx-commit=0", "--max-connections=100"]
+        if self.ssl:  # TLS with a certificate for 127.0.0.1 from a CA of its own (tls.ca)
+            self.tls = make_tls(self._tmp / "tls")
+            if as_root:
+                os.chown(self.tls.key, pwd.getpwnam("mysql").pw_uid, -1)
+            argv += [f"--ssl-ca={self.tls.ca}", f"--ssl-cert={self.tls.cert}", f"--ssl-key={self.tls.key}"]
         # Its own session: a terminal's Ctrl-C reaches whoever started it, who stops it in order.
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                         start_new_session=True)

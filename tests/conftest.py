@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -44,10 +45,46 @@ os.environ.update(
     AIRFLOW__CORE__UNIT_TEST_MODE="False",
     AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"postgresql+psycopg://postgres@127.0.0.1:5432/{METADATA_DB}",
     AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(AIRFLOW_HOME / "logs"),
+    # A stand-in for the worker's own secrets (Fernet key, JWT secret): no child tool may inherit it.
+    AIRFLOW__RESPALDO__SECRETO="secreto-del-worker-" + RUN_KEY,
     AIRFLOW_CONN_RESPALDO_REGISTRO=json.dumps(
         {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres", "schema": REGISTER_DB}
     ),
 )
+
+
+#: Every child tool's environment is exactly this, plus the tool's own variables.
+MINIMAL_ENVIRONMENT = {"PATH", "LANG", "LC_ALL", "TZ", "HOME"}
+
+
+def read_process(pid: int) -> dict:
+    """What a running tool sees: its argv, its environment and its private folder's files with their modes."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    environ = dict(entry.decode().split("=", 1) for entry in entries if b"=" in entry)
+    home = Path(environ["HOME"]) if "HOME" in environ else None
+    files = {}
+    if home is not None and home.is_dir():
+        files = {path.name: stat.S_IMODE(path.stat().st_mode) for path in home.iterdir()}
+        files["."] = stat.S_IMODE(home.stat().st_mode)
+    return {"argv": [a.decode() for a in argv], "environ": environ, "home": home, "files": files}
+
+
+def assert_only_its_own_environment(seen: dict, tool_vars: set[str], secrets: list[str]) -> None:
+    """The child had nothing of the worker's environment, and no secret in argv or environ."""
+    assert {"AIRFLOW_CONN_RESPALDO_REGISTRO", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+            "AIRFLOW__RESPALDO__SECRETO"} <= set(os.environ), "the worker holds what the child must not"
+    environ = seen["environ"]
+    assert set(environ) == MINIMAL_ENVIRONMENT | tool_vars, sorted(environ)
+    assert not [name for name in environ if name.startswith("AIRFLOW")]
+    assert (environ["TZ"], environ["LANG"], environ["LC_ALL"]) == ("UTC", "C.UTF-8", "C.UTF-8")
+    assert environ["PATH"] == os.environ["PATH"]
+    assert seen["home"].name.startswith("respaldo-") and seen["files"]["."] == 0o700
+    assert {mode for name, mode in seen["files"].items() if name not in (".", "askpass")} == {0o600}
+    assert not seen["home"].exists(), "the private folder outlived the tool"
+    for secret in secrets:
+        assert secret not in "\0".join(seen["argv"]), "secret in argv"
+        assert not [name for name, value in environ.items() if secret in value], "secret in the environment"
 
 
 def _system_sql(sql: str) -> None:

@@ -7,7 +7,6 @@ import hashlib
 import logging
 import os
 import shlex
-import stat
 import subprocess
 import threading
 import time
@@ -16,7 +15,15 @@ import zoneinfo
 from pathlib import Path
 
 import pytest
-from conftest import METADATA_DB, MYSQL_BACKUP_PASSWORD, MYSQL_BACKUP_USER, SYSTEM_PG, write_inventory
+from conftest import (
+    METADATA_DB,
+    MYSQL_BACKUP_PASSWORD,
+    MYSQL_BACKUP_USER,
+    SYSTEM_PG,
+    assert_only_its_own_environment,
+    read_process,
+    write_inventory,
+)
 from test_backup_postgres import staged_files, states
 
 from respaldo.errors import CopyError
@@ -210,12 +217,8 @@ def test_a_killed_dump_leaves_nothing_partial_and_no_secret_in_argv_or_environme
         try:
             pid = _find_dump("tesoreria")
             time.sleep(0.5)
-            seen["argv"] = Path(f"/proc/{pid}/cmdline").read_bytes()
-            seen["environ"] = Path(f"/proc/{pid}/environ").read_bytes()
+            seen.update(read_process(pid))
             seen["staged"] = [p.stat().st_size for p in staged_files(backups.root)]
-            options = Path(seen["argv"].split(b"\0")[1].decode().split("=", 1)[1])
-            seen["options"] = (stat.S_IMODE(options.stat().st_mode), stat.S_IMODE(options.parent.stat().st_mode),
-                               options)
         finally:  # whatever happened above, never leave the dump waiting on the lock
             subprocess.run(["pkill", "-KILL", "-f", "^mariadb-dump .* tesoreria$"], check=False)
 
@@ -235,13 +238,9 @@ def test_a_killed_dump_leaves_nothing_partial_and_no_secret_in_argv_or_environme
     assert row["status"] == "failed" and "mariadb-dump terminó con la señal 9" in row["error"]
     assert staged_files(backups.root) == []
     assert not [p for p in backups.root.rglob("*") if p.is_file()]
-    secret = MYSQL_BACKUP_PASSWORD.encode()
-    assert secret not in seen["argv"] and secret not in seen["environ"]
-    assert seen["argv"].split(b"\0")[1].startswith(b"--defaults-extra-file=")
-    assert b"MYSQL_PWD" not in seen["environ"] and b"TZ=UTC" in seen["environ"].split(b"\0")
-    file_mode, dir_mode, options = seen["options"]
-    assert (file_mode, dir_mode) == (0o600, 0o700)
-    assert not options.parent.exists()
+    assert_only_its_own_environment(seen, set(), [MYSQL_BACKUP_PASSWORD])
+    assert seen["argv"][1] == f"--defaults-extra-file={seen['home'] / 'cliente.cnf'}"
+    assert set(seen["files"]) == {".", "cliente.cnf"}
 
 
 @pytest.mark.parametrize("damage", ["intact", "footer cut", "cut midway", "empty", "not a dump", "no dump date"])

@@ -93,3 +93,21 @@ def test_a_portal_on_mysql_restores_with_mariadb_and_tar(backups, source_mariadb
         subprocess.run(source_mariadb.client_argv("portal_mysql_restaurado"), stdin=dump, check=True,
                        capture_output=True)
     assert source_mariadb.table_checksums("portal_mysql_restaurado") == source_mariadb.table_checksums("tesoreria")
+
+
+@pytest.mark.parametrize(("kind", "minutes", "expected"), [
+    ("postgres", 2.5, 2.5), ("postgres", None, 5), ("mysql", 2.5, "solo se usa con bases postgres")])
+def test_a_portals_postgres_database_takes_its_lock_wait_bound(kind, minutes, expected):
+    from pydantic import ValidationError
+
+    from respaldo.sources.portal import PortalSource, PortalTarget
+
+    database = {"kind": kind, "conn_id": "base"} | ({"lock_wait_minutes": minutes} if minutes else {})
+    entry = {"id": "portal_web", "kind": "portal", "frequency": "diario", "responsible": "x", "database": database,
+             "files": {"path": "/var/www/portal"}}
+    if isinstance(expected, str):
+        with pytest.raises(ValidationError, match=expected):
+            PortalTarget.model_validate(entry)
+        return
+    _, target = PortalSource()._database(PortalTarget.model_validate(entry))
+    assert target.lock_wait_minutes == expected

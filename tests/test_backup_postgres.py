@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import os
 import re
 import signal
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import BACKUP_PASSWORD, METADATA_DB, SYSTEM_PG
+from conftest import BACKUP_PASSWORD, METADATA_DB, SYSTEM_PG, assert_only_its_own_environment, read_process
 
 from devtools.demo_data import table_checksums_sql
 
@@ -137,17 +138,19 @@ def test_a_database_that_is_down_fails_cleanly(backups, register_rows, monkeypat
 
 
 def _find_pg_dump(target_id: str, timeout: float = 60) -> int:
-    """The pid of the pg_dump respaldo runs for ``target_id`` (found by its application name)."""
-    marker = f"PGAPPNAME=respaldo {target_id}".encode()
+    """The pid of the pg_dump respaldo runs for ``target_id`` (its service file names the session)."""
+    marker = f"application_name=respaldo {target_id}\n"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            except OSError:
+                if not argv[0].endswith(b"pg_dump"):
+                    continue
+                service = Path(read_process(int(pid))["environ"]["PGSERVICEFILE"]).read_text()
+            except (OSError, KeyError):
                 continue
-            if argv and argv[0].endswith(b"pg_dump") and marker in environ:
+            if marker in service:
                 return int(pid)
         time.sleep(0.05)
     raise AssertionError("pg_dump never started")
@@ -158,14 +161,13 @@ def test_a_killed_dump_leaves_nothing_partial_and_no_secret_in_argv_or_environme
 ):
     """pg_dump is held on a table lock, inspected in /proc, then killed with SIGKILL."""
     backups.write([FINANCIERO])
-    seen: dict[str, bytes] = {}
+    seen: dict = {}
 
     def kill_the_dump():
         try:
             pid = _find_pg_dump("financiero_pg")
             time.sleep(0.5)
-            seen["argv"] = Path(f"/proc/{pid}/cmdline").read_bytes()
-            seen["environ"] = Path(f"/proc/{pid}/environ").read_bytes()
+            seen.update(read_process(pid))
             seen["staged"] = b"\n".join(str(p).encode() for p in staged_files(backups.root))
             os.kill(pid, signal.SIGKILL)
         finally:  # whatever happened, never leave the dump waiting on the lock
@@ -186,9 +188,11 @@ def test_a_killed_dump_leaves_nothing_partial_and_no_secret_in_argv_or_environme
     assert row["status"] == "failed" and "pg_dump terminó con la señal 9" in row["error"]
     assert staged_files(backups.root) == []
     assert not [p for p in backups.root.rglob("*") if p.is_file()]
-    secret = BACKUP_PASSWORD.encode()
-    assert secret not in seen["argv"] and secret not in seen["environ"]
-    assert b"PGPASSWORD" not in seen["environ"] and b"PGPASSFILE=" in seen["environ"]
+    # PGSYSCONFDIR is Debian's pg_wrapper's own, added as it execs the real pg_dump.
+    assert_only_its_own_environment(seen, {"PGSERVICEFILE", "PGSERVICE", "PGPASSFILE", "PGHOST", "PGPORT",
+                                           "PGSYSCONFDIR"}, [BACKUP_PASSWORD])
+    assert set(seen["files"]) == {".", "pgpass", "pg_service.conf"}
+    assert seen["environ"]["PGPASSFILE"] == str(seen["home"] / "pgpass")
 
 
 def test_the_password_is_in_no_log_xcom_rendered_field_or_register_row(backups, register_rows, capfd):
@@ -315,3 +319,86 @@ def test_an_unknown_typed_target_fails_the_run_once_before_any_copy_and_emails_o
     time.sleep(2)
     assert len([m for m in smtp.messages if run.run_id in m["Subject"]]) == 1
     assert list(backups.root.iterdir()) == []
+
+
+@pytest.fixture
+def locked_table(source_pg):
+    """Another session holds «comprobantes» in ACCESS EXCLUSIVE mode in an open transaction."""
+    with psycopg.connect(host="127.0.0.1", port=source_pg.port, user="postgres", password=source_pg.password,
+                         dbname="financiero", application_name="mantenimiento nocturno") as blocker:
+        blocker.execute("LOCK TABLE comprobantes IN ACCESS EXCLUSIVE MODE")
+        try:
+            yield blocker.info.backend_pid
+        finally:
+            blocker.rollback()
+
+
+class Remembered(logging.Handler):
+    """Keeps the records of one logger (Airflow's logging set-up makes caplog unreliable here)."""
+
+    def __init__(self, name: str):
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+        self.log = logging.getLogger(name)
+        self.log.setLevel(logging.INFO)
+        self.log.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_locked_table_fails_within_the_bound_naming_the_table_and_the_session(
+    source_pg, locked_table, tmp_path, monkeypatch
+):
+    from respaldo.errors import CopyError
+    from respaldo.sources import postgres
+
+    monkeypatch.setattr(postgres, "LOCK_CHECK_SECONDS", 0.5)
+    target = postgres.PostgresTarget.model_validate(
+        FINANCIERO | {"mechanism": "automatic", "responsible": "x", "lock_wait_minutes": 0.1})
+    dest = tmp_path / "financiero.dump.zst"
+    started = time.monotonic()
+    remembered = Remembered("prueba.bloqueo")
+    with pytest.raises(CopyError) as failure:
+        postgres.PostgresSource().copy(target, dest, remembered.log)
+    elapsed = time.monotonic() - started
+    failed_at = time.time()
+
+    assert 6 <= elapsed < 20, elapsed
+    message = str(failure.value)
+    assert message.startswith("pg_dump terminó con código 1: pg_dump esperó más de 0.1 min (lock_wait_minutes) para "
+                              "leer la tabla «public.comprobantes» de la base «financiero» en 127.0.0.1:"), message
+    holder = f"la sesión {locked_table} (usuario postgres, aplicación «mantenimiento nocturno»)"
+    assert f"bloqueada por {holder}" in message
+    assert f"SELECT pg_terminate_backend({locked_table})" in message and "aumente lock_wait_minutes" in message
+    waiting = [r for r in remembered.records if r.getMessage().startswith("pg_dump lleva ")]
+    assert len(waiting) == 1, "said once while nothing changed"
+    [line] = waiting
+    assert line.levelno == logging.WARNING
+    assert re.fullmatch(rf"pg_dump lleva \d s esperando, en la base «financiero» de 127\.0\.0\.1:{source_pg.port}, la "
+                        rf"tabla «public\.comprobantes», bloqueada por {re.escape(holder)}\. Si sigue así, la copia se "
+                        r"rinde a los 0\.1 min de espera \(lock_wait_minutes\)\.", line.getMessage()), line.getMessage()
+    assert line.created < failed_at - 3, "the log said what it waited for while it waited"
+    assert not dest.exists()
+
+
+def test_without_the_lock_the_same_target_copies(source_pg, tmp_path):
+    from respaldo.sources import postgres
+
+    target = postgres.PostgresTarget.model_validate(
+        FINANCIERO | {"mechanism": "automatic", "responsible": "x", "lock_wait_minutes": 0.1})
+    result = postgres.PostgresSource().copy(target, tmp_path / "financiero.dump.zst", logging.getLogger("prueba"))
+    assert result.compressed and result.original_bytes > 100_000
+
+
+def test_a_locked_table_is_a_failed_row_with_the_plain_reason(backups, locked_table, register_rows):
+    backups.write([{**FINANCIERO, "lock_wait_minutes": 0.05}])
+    started = time.monotonic()
+    run = backups.run("respaldo_financiero")
+
+    assert time.monotonic() - started < 60
+    [row] = register_rows(target="financiero_pg", run_id=run.run_id)
+    assert row["status"] == "failed" and row["step"] == "copia"
+    assert "esperó más de 0.05 min (lock_wait_minutes) para leer la tabla «public.comprobantes»" in row["error"]
+    assert f"bloqueada por la sesión {locked_table} (usuario postgres" in row["error"]
+    assert staged_files(backups.root) == []

@@ -1,4 +1,7 @@
-"""Running the dump tools: credentials in private files, progress in the log, no half-kept output."""
+"""Running the dump tools: progress in the log, secrets blanked from their errors, no half-kept output.
+
+The tools' credentials and environment come from :mod:`respaldo.hooks`.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,11 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from respaldo.errors import CopyError
+from respaldo.hooks.base import blank
 
 PROGRESS_INTERVAL_SECONDS = 5.0
 
@@ -24,22 +28,6 @@ def human_bytes(count: float) -> str:
             return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
         count /= 1024
     raise AssertionError("unreachable")
-
-
-@contextlib.contextmanager
-def private_dir() -> Generator[Path, None, None]:
-    """A 0700 directory for credential files, removed with everything in it on exit."""
-    with tempfile.TemporaryDirectory(prefix="respaldo-") as name:
-        os.chmod(name, 0o700)
-        yield Path(name)
-
-
-def write_private(path: Path, text: str) -> Path:
-    """Write ``text`` to a new file only its owner can read (created 0600, never widened)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    return path
 
 
 def run_to_file(
@@ -117,9 +105,7 @@ def check_exit(
     explain: Callable[[str, int], str] | None = None,
 ) -> None:
     """Raise a plain :class:`CopyError` (and remove ``dest``) if a tool failed; log its warnings if not."""
-    for secret in secrets:
-        if secret:
-            error_text = error_text.replace(secret, "********")
+    error_text = blank(error_text, secrets)
     if returncode in ok_codes:
         if error_text:
             log.warning("%s avisó: %s", what, error_text[-2000:])

@@ -30,9 +30,12 @@ import zoneinfo
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from respaldo.hooks.ssh import SftpSession
 
 from respaldo import artifacts
 from respaldo.errors import CopyError
@@ -51,7 +54,12 @@ class Intake(BaseModel):
     path: Annotated[str, Field(description="Carpeta de entrega (ruta absoluta), aquí o en el servidor SFTP.",
                                examples=["/srv/entregas/nomina"])]
     conn_id: Annotated[str | None, Field(description="Conexión SSH/SFTP de Airflow si la carpeta está en otro "
-                                                     "servidor; sin ella, en este.", examples=["sftp_entregas"])] = None
+                                                     "servidor; sin ella, en este. Debe verificar la llave del "
+                                                     "servidor (extra «host_key», o `known_hosts`).",
+                                         examples=["sftp_entregas"])] = None
+    known_hosts: Annotated[str | None, Field(description="Archivo known_hosts con la llave del servidor SFTP, si la "
+                                             "conexión no trae «host_key».",
+                                             examples=["/etc/respaldo/known_hosts"])] = None
     pattern: Annotated[str, Field(min_length=1, description="Nombre esperado (comodines * ?); `{fecha}` es la "
                                   "fecha del turno en `date_format`.", examples=["nomina_{fecha}*.zip"])] = "*"
     date_format: Annotated[str, Field(description="Formato de `{fecha}` (strftime).", examples=["%Y%m%d"])] = "%Y%m%d"
@@ -146,35 +154,14 @@ class LocalIntake:
     def write_text(self, relative: str, text: str) -> None:
         (self.root / relative).write_text(text, encoding="utf-8")
 
-    def close(self) -> None:
-        """Nothing to close for a local folder."""
-
 
 class SftpIntake:
-    """An intake folder on a server reached over SFTP (Airflow's SFTP provider, host key verified)."""
+    """An intake folder on a server reached over SFTP (Airflow's SFTP provider, server key verified)."""
 
-    def __init__(self, intake: Intake):
-        from airflow.providers.sftp.hooks.sftp import SFTPHook
-        from airflow.sdk import BaseHook
-
-        extra = BaseHook.get_connection(intake.conn_id).extra_dejson or {}
-        if str(extra.get("no_host_key_check", "false")).lower() == "true" or \
-                str(extra.get("allow_host_key_change", "false")).lower() == "true":
-            raise CopyError(f"La conexión «{intake.conn_id}» pide no verificar la llave del servidor; respaldo no "
-                            "toma copias de un servidor sin verificar quién es. Ponga su «host_key».")
-        self.hook = SFTPHook(ssh_conn_id=intake.conn_id)
-        try:
-            self.sftp = self.hook.get_conn()
-        except Exception as err:
-            text = str(err)
-            if "not found in known_hosts" in text or "BadHostKey" in type(err).__name__ or "does not match" in text:
-                text = "la llave del servidor no es la registrada en la conexión (host_key)"
-            elif "Authentication failed" in text:
-                text = "el servidor rechazó el usuario o la llave/clave de la conexión"
-            raise CopyError(f"No se pudo abrir la carpeta de entrega por SFTP (conexión «{intake.conn_id}»): "
-                            f"{text}") from err
+    def __init__(self, intake: Intake, session: SftpSession):
+        self.sftp = session.client
         self.root = intake.path.rstrip("/")
-        self.where = f"{self.hook.username}@{self.hook.remote_host}:{self.root}"
+        self.where = f"{session.where}:{self.root}"
 
     def entries(self, folder: str = "") -> list[Entry]:
         path = f"{self.root}/{folder}" if folder else self.root
@@ -222,17 +209,17 @@ class SftpIntake:
         with self.sftp.open(f"{self.root}/{relative}", "w") as handle:
             handle.write(text.encode("utf-8"))
 
-    def close(self) -> None:
-        self.hook.close_conn()
-
 
 @contextlib.contextmanager
 def open_intake(intake: Intake) -> Generator[LocalIntake | SftpIntake, None, None]:
-    folder = SftpIntake(intake) if intake.conn_id else LocalIntake(intake)
-    try:
-        yield folder
-    finally:
-        folder.close()
+    """The intake folder, here or over a verified SFTP connection (closed on exit)."""
+    if not intake.conn_id:
+        yield LocalIntake(intake)
+        return
+    from respaldo.hooks.ssh import sftp_session
+
+    with sftp_session(intake.conn_id, known_hosts=intake.known_hosts) as session:
+        yield SftpIntake(intake, session)
 
 
 def slot_of(context: dict[str, Any]) -> dt.datetime:

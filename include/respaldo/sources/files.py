@@ -19,9 +19,11 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 
 from respaldo.errors import CopyError
+from respaldo.hooks.base import minimal_env
+from respaldo.hooks.ssh import explain_ssh_failure, openssh_session
 from respaldo.process import run_to_file
 from respaldo.sources.base import CopyResult, Source, TargetBase
-from respaldo.ssh import check_readable, explain_ssh_failure, ssh_session
+from respaldo.ssh import check_readable
 
 #: GNU tar exits 1 when a file changed while it was read: the archive is still complete and valid.
 TAR_OK = (0, 1)
@@ -101,9 +103,9 @@ class FilesSource(Source):
         argv = tar_argv(target.path, target.include, target.exclude)
         if target.conn_id is None:
             log.info("tar de %s (%s) en este servidor", target.path, ", ".join(target.include))
-            size = run_to_file(argv, dest, env=dict(os.environ), log=log, what="tar", ok_codes=TAR_OK)
+            size = run_to_file(argv, dest, env=minimal_env(), log=log, what="tar", ok_codes=TAR_OK)
         else:
-            with ssh_session(target.conn_id, known_hosts=target.known_hosts) as session:
+            with openssh_session(target.conn_id, known_hosts=target.known_hosts) as session:
                 log.info("tar de %s (%s) en %s por SSH", target.path, ", ".join(target.include), session.describe())
                 size = run_to_file(
                     session.argv(argv), dest, env=session.env, log=log, what=f"tar por SSH en {session.describe()}",

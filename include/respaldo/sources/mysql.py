@@ -33,14 +33,13 @@ user cannot see), so the copy reads ``SHOW GRANTS`` first and refuses to take an
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import json
 import logging
-import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Generator
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -48,7 +47,8 @@ from pydantic import Field
 
 from respaldo.artifacts import copy_compressed, scan_compressed
 from respaldo.errors import CopyError, DateCheckError
-from respaldo.process import private_dir, run_to_file, write_private
+from respaldo.hooks.mysql import MysqlSession, client_session
+from respaldo.process import run_to_file
 from respaldo.sources.base import CopyResult, Source, TargetBase
 
 CONNECT_TIMEOUT_SECONDS = 20
@@ -96,38 +96,6 @@ class MysqlTarget(TargetBase):
         Field(description="Tablas de esa base que no se copian (nombres exactos, sin comodines).",
               examples=[["sesiones", "cache_paginas"]]),
     ] = []
-
-
-@dataclass(frozen=True)
-class _Server:
-    """Where and as whom to connect; the password lives only in the private options file."""
-
-    host: str
-    port: int
-    user: str
-    password: str
-    database: str
-    options_file: Path
-
-    @property
-    def where(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-def _option_value(value: str) -> str:
-    """Quote a value for a MySQL option file (the parser unescapes these inside double quotes)."""
-    escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-               .replace("\t", "\\t"))
-    return f'"{escaped}"'
-
-
-def _tool_env(secrets_dir: Path) -> dict[str, str]:
-    """Environment for the client tools: no MYSQL_PWD/MYSQL_HOST from the worker, no ~/.my.cnf."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("MYSQL", "MARIADB"))}
-    # ~/.my.cnf is read after --defaults-extra-file and would override the connection's user and
-    # password; a private HOME leaves only the system-wide files and ours.
-    env.update(TZ="UTC", HOME=str(secrets_dir))
-    return env
 
 
 def _like(pattern: str) -> re.Pattern[str]:
@@ -208,43 +176,16 @@ class MysqlSource(Source):
     restore_hint = "mariadb -e 'CREATE DATABASE NUEVA' && zstd -dc {artifact} | mariadb NUEVA"
     compresses = True
 
-    def _connection(self, target: MysqlTarget):
-        from airflow.sdk import BaseHook
+    @contextlib.contextmanager
+    def _session(self, target: MysqlTarget, tool: str) -> Generator[MysqlSession, None, None]:
+        """The connection's client session for ``tool``; refuses a target that names no database."""
+        with client_session(target.conn_id, database=target.database, mariadb=tool.startswith("mariadb")) as session:
+            if not session.database:
+                raise CopyError(f"No se sabe qué base copiar: ni el objetivo «{target.id}» (campo database) ni la "
+                                f"conexión «{target.conn_id}» (campo schema) la indican.")
+            yield session
 
-        return BaseHook.get_connection(target.conn_id)
-
-    def _server(self, target: MysqlTarget, secrets_dir: Path) -> _Server:
-        """Write the connection to a 0600 options file; the password never reaches argv or the env."""
-        conn = self._connection(target)
-        database = target.database or conn.schema
-        if not database:
-            raise CopyError(f"No se sabe qué base copiar: ni el objetivo «{target.id}» (campo database) ni la "
-                            f"conexión «{target.conn_id}» (campo schema) la indican.")
-        server = _Server(host=conn.host or "localhost", port=int(conn.port or 3306), user=conn.login or "",
-                         password=conn.password or "", database=database, options_file=secrets_dir / "cliente.cnf")
-        lines = ["[client]", f"host={_option_value(server.host)}", f"port={server.port}"]
-        if server.user:
-            lines.append(f"user={_option_value(server.user)}")
-        if server.password:
-            lines.append(f"password={_option_value(server.password)}")
-        extra = conn.extra_dejson or {}
-        if extra.get("unix_socket"):
-            lines.append(f"socket={_option_value(str(extra['unix_socket']))}")
-        ssl = extra.get("ssl")
-        if isinstance(ssl, str):
-            try:
-                ssl = json.loads(ssl)
-            except ValueError:
-                ssl = None
-        if isinstance(ssl, dict):
-            lines.append("ssl")
-            for key in ("ca", "cert", "key"):
-                if ssl.get(key):
-                    lines.append(f"ssl-{key}={_option_value(str(ssl[key]))}")
-        write_private(server.options_file, "\n".join(lines) + "\n")
-        return server
-
-    def _explain(self, server: _Server, text: str) -> str:
+    def _explain(self, server: MysqlSession, text: str) -> str:
         """The server's error, in words the IT office can act on."""
         match = _ERROR_CODE.search(text)
         code = int(match[1]) if match else None
@@ -255,6 +196,9 @@ class MysqlSource(Source):
         if code in (2002, 2003, 2005):
             return (f"no se pudo conectar con el servidor {server.where} (¿está encendido, escucha en ese puerto "
                     "y el firewall lo permite?)")
+        if code == 2026:
+            return (f"no se pudo establecer la conexión cifrada (TLS) con {server.where}: revise los extras «ssl» "
+                    f"(su «ca») y «ssl_mode» de la conexión «{server.conn_id}»")
         if code in (2006, 2013):
             return f"se perdió la conexión con el servidor {server.where} durante la copia"
         if code == 1044:
@@ -265,19 +209,19 @@ class MysqlSource(Source):
             return f"al usuario «{server.user}» le faltan privilegios en la base «{server.database}»"
         return ""
 
-    def _client(self, server: _Server, sql: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    def _client(self, server: MysqlSession, sql: str) -> subprocess.CompletedProcess:
         # --defaults-extra-file must come first: the client only honours it in that position.
-        argv = [_tool("mariadb", "mysql"), f"--defaults-extra-file={server.options_file}",
+        argv = [_tool("mariadb", "mysql"), server.defaults_argument(),
                 f"--connect-timeout={CONNECT_TIMEOUT_SECONDS}", "--batch", "--raw", "--skip-column-names",
                 "--default-character-set=utf8mb4", "-e", sql, "--", server.database]
         try:
-            return subprocess.run(argv, env=env, capture_output=True, text=True, check=False,  # noqa: S603
+            return subprocess.run(argv, env=server.env, capture_output=True, text=True, check=False,  # noqa: S603
                                   timeout=PREFLIGHT_TIMEOUT_SECONDS)
         except subprocess.TimeoutExpired as err:
             raise CopyError(f"La base «{server.database}» en {server.where} no respondió en "
                             f"{PREFLIGHT_TIMEOUT_SECONDS} s") from err
 
-    def _preflight(self, server: _Server, env: dict[str, str], log: logging.Logger | None) -> str:
+    def _preflight(self, server: MysqlSession, log: logging.Logger | None) -> str:
         """Connect, and check the grants a complete dump needs; return the user the server sees.
 
         mariadb-dump leaves out, without an error, the tables it cannot list, the triggers it has no
@@ -287,11 +231,9 @@ class MysqlSource(Source):
         sql = ("SELECT 'usuario', CURRENT_USER(); SHOW GRANTS; "
                "SELECT 'colacion', name FROM mysql.proc WHERE db = DATABASE() AND db_collation <> "
                "(SELECT DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = DATABASE())")
-        proc = self._client(server, sql, env)
+        proc = self._client(server, sql)
         out = proc.stdout.splitlines()
-        error = proc.stderr.strip()
-        if server.password:
-            error = error.replace(server.password, "********")
+        error = server.blank(proc.stderr.strip())
         connected = bool(out) and out[0].startswith("usuario\t")
         if not connected:
             plain = self._explain(server, error)
@@ -326,24 +268,22 @@ class MysqlSource(Source):
         return user
 
     def copy(self, target: MysqlTarget, dest: Path, log: logging.Logger) -> CopyResult:
-        with private_dir() as secrets_dir:
-            server = self._server(target, secrets_dir)
-            env = _tool_env(secrets_dir)
-            tool = _tool("mariadb-dump", "mysqldump")
-            user = self._preflight(server, env, log)
+        tool = _tool("mariadb-dump", "mysqldump")
+        with self._session(target, tool) as server:
+            user = self._preflight(server, log)
             log.info("%s de la base «%s» en %s (usuario %s), una transacción consistente sin bloqueos",
                      tool, server.database, server.where, user)
-            argv = [tool, f"--defaults-extra-file={server.options_file}", *DUMP_OPTIONS]
+            argv = [tool, server.defaults_argument(), *DUMP_OPTIONS]
             argv += [f"--ignore-table={server.database}.{table}" for table in target.exclude_tables]
             argv += ["--", server.database]
             explain = lambda text, _code: self._explain(server, text)  # noqa: E731
             if dest.name.endswith(".zst"):  # compressed as it arrives: overlaps the dump, no raw copy on disk
-                original, compressed, sha256 = copy_compressed(argv, dest, env=env, log=log, what=tool,
-                                                               secrets=[server.password], explain=explain)
+                original, compressed, sha256 = copy_compressed(argv, dest, env=server.env, log=log, what=tool,
+                                                               secrets=server.secrets, explain=explain)
                 result = CopyResult(path=dest, bytes=compressed, compressed=True, original_bytes=original,
                                     sha256=sha256)
             else:
-                size = run_to_file(argv, dest, env=env, log=log, what=tool, secrets=[server.password],
+                size = run_to_file(argv, dest, env=server.env, log=log, what=tool, secrets=server.secrets,
                                    explain=explain)
                 result = CopyResult(path=dest, bytes=size)
         if (result.original_bytes if result.compressed else result.bytes) == 0:
@@ -381,10 +321,9 @@ class MysqlSource(Source):
         return stamp.replace(tzinfo=dt.UTC)
 
     def check(self, target: MysqlTarget) -> str:
-        with private_dir() as secrets_dir:
-            server = self._server(target, secrets_dir)
-            user = self._preflight(server, _tool_env(secrets_dir), None)
-        return f"base «{server.database}» en {server.where} como {user}"
+        with self._session(target, _tool("mariadb-dump", "mysqldump")) as server:
+            user = self._preflight(server, None)
+            return f"base «{server.database}» en {server.where} como {user}"
 
     def summary(self, target: MysqlTarget) -> str:
         what = f"base MySQL/MariaDB «{target.database or '(la de la conexión)'}» (conexión `{target.conn_id}`)"

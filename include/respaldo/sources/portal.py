@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import subprocess
 import tarfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from respaldo.errors import CopyError, DateCheckError
+from respaldo.hooks.base import minimal_env
+from respaldo.hooks.ssh import explain_ssh_failure, openssh_session
 from respaldo.process import run_to_file
 from respaldo.sources.base import CopyResult, Source, TargetBase
 from respaldo.sources.files import TAR_OK, FilesTarget, tar_argv
-from respaldo.ssh import explain_ssh_failure, ssh_session
+from respaldo.sources.postgres import DEFAULT_LOCK_WAIT_MINUTES, LOCK_WAIT_DESCRIPTION
 
 DATABASE_MEMBER = "base_de_datos"
 FILES_PREFIX = "archivos/"
@@ -46,6 +47,17 @@ class PortalDatabase(BaseModel):
                                           examples=["portal_web"])] = None
     exclude_tables: Annotated[list[str], Field(description="Tablas que no se copian (cachés, sesiones).",
                                                examples=[["cache_page"]])] = []
+    lock_wait_minutes: Annotated[
+        float | None,
+        Field(gt=0, le=1440, description="Solo para bases postgres: " + LOCK_WAIT_DESCRIPTION
+              + f" Por defecto {DEFAULT_LOCK_WAIT_MINUTES}.", examples=[5]),
+    ] = None
+
+    @model_validator(mode="after")
+    def _lock_wait_is_postgres(self) -> PortalDatabase:
+        if self.lock_wait_minutes is not None and self.kind != "postgres":
+            raise ValueError("`lock_wait_minutes` solo se usa con bases postgres")
+        return self
 
 
 class PortalFiles(BaseModel):
@@ -96,7 +108,8 @@ class PortalSource(Source):
         from respaldo.sources import source_for
 
         source = source_for(target.database.kind)
-        return source, _as_target(target, target.database.kind, target.database.model_dump(exclude={"kind"}))
+        fields = target.database.model_dump(exclude={"kind"}, exclude_none=True)
+        return source, _as_target(target, target.database.kind, fields)
 
     def pool(self, target: PortalTarget) -> str:
         return target.pool or f"respaldo_{target.database.conn_id}"
@@ -106,10 +119,10 @@ class PortalSource(Source):
         argv = tar_argv(files.path, files.include, files.exclude, prefix=FILES_PREFIX)
         if files.conn_id is None:
             log.info("Portal %s: archivos de %s en este servidor", target.id, files.path)
-            run_to_file(argv, dest, env=dict(os.environ), log=log, what="tar de los archivos del portal",
+            run_to_file(argv, dest, env=minimal_env(), log=log, what="tar de los archivos del portal",
                         ok_codes=TAR_OK)
         else:
-            with ssh_session(files.conn_id, known_hosts=files.known_hosts) as session:
+            with openssh_session(files.conn_id, known_hosts=files.known_hosts) as session:
                 log.info("Portal %s: archivos de %s en %s por SSH", target.id, files.path, session.describe())
                 run_to_file(session.argv(argv), dest, env=session.env, log=log,
                             what=f"tar de los archivos del portal por SSH en {session.describe()}",
@@ -122,7 +135,7 @@ class PortalSource(Source):
             source.copy(database, dump, log)
             proc = subprocess.run(  # noqa: S603 - fixed argv
                 ["tar", "--append", f"--file={dest}", "--format=posix", f"--directory={dump.parent}", "--",
-                 dump.name], capture_output=True, text=True, check=False,
+                 dump.name], env=minimal_env(), capture_output=True, text=True, check=False,
             )
             if proc.returncode != 0:
                 raise CopyError(f"No se pudo unir la base a los archivos del portal: {proc.stderr.strip()}")

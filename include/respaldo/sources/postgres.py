@@ -15,9 +15,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import os
+import re
 import subprocess
 import tempfile
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -25,10 +28,23 @@ from pydantic import Field
 
 from respaldo.artifacts import copy_compressed, scan_compressed
 from respaldo.errors import CopyError, DateCheckError
-from respaldo.process import private_dir, run_to_file, write_private
+from respaldo.hooks.base import minimal_env
+from respaldo.hooks.postgres import PgSession, explain_libpq, libpq_session
+from respaldo.process import run_to_file
 from respaldo.sources.base import CopyResult, Source, TargetBase
 
-CONNECT_TIMEOUT_SECONDS = 20
+#: How long pg_dump waits for a table another session has locked, unless the target says otherwise.
+DEFAULT_LOCK_WAIT_MINUTES = 5
+#: How often a copy that received nothing new asks the server what pg_dump is waiting for.
+LOCK_CHECK_SECONDS = 15.0
+#: A wait that has not changed is told again this often.
+LOCK_REPEAT_SECONDS = 60.0
+LOCK_WAIT_DESCRIPTION = (
+    "Minutos que pg_dump espera una tabla que otra sesión tiene bloqueada (un LOCK TABLE, un ALTER TABLE, "
+    "un VACUUM FULL...). Mientras espera, el log de la tarea dice qué tabla espera y qué sesión la bloquea "
+    "(número, usuario, aplicación); al cumplirse el plazo la copia falla con ese motivo en vez de esperar "
+    "callada hasta el límite de la tarea."
+)
 
 
 class PostgresTarget(TargetBase):
@@ -37,7 +53,8 @@ class PostgresTarget(TargetBase):
     kind: Literal["postgres"]
     conn_id: Annotated[
         str,
-        Field(min_length=1, description="Conexión de Airflow (tipo postgres) con servidor, usuario y clave.",
+        Field(min_length=1, description="Conexión de Airflow (tipo postgres) con servidor, usuario y clave; sus "
+              "extras de SSL (sslmode, sslrootcert, sslcert, sslkey) también valen para pg_dump.",
               examples=["pg_financiero"]),
     ]
     database: Annotated[
@@ -50,10 +67,173 @@ class PostgresTarget(TargetBase):
         Field(description="Tablas que no se copian (patrones de pg_dump --exclude-table).",
               examples=[["public.sesiones_web"]]),
     ] = []
+    lock_wait_minutes: Annotated[
+        float,
+        Field(gt=0, le=1440, description=LOCK_WAIT_DESCRIPTION, examples=[5]),
+    ] = DEFAULT_LOCK_WAIT_MINUTES
 
 
-def _pgpass_escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace(":", "\\:")
+@dataclass(frozen=True)
+class LockWait:
+    """What a session of pg_dump waits for, and who holds it (as far as the backup role may see)."""
+
+    table: str | None
+    lock_type: str
+    waiting_seconds: float
+    holder_pid: int | None = None
+    holder_user: str | None = None
+    holder_application: str | None = None
+    #: Age of the holder's transaction; only visible to roles with pg_read_all_stats.
+    holder_transaction_seconds: float | None = None
+
+    def holder(self) -> str:
+        if self.holder_pid is None:
+            return "otra sesión (no se pudo saber cuál)"
+        application = f"aplicación «{self.holder_application}»" if self.holder_application else "sin aplicación"
+        details = [f"usuario {self.holder_user or '?'}", application]
+        if self.holder_transaction_seconds is not None:
+            details.append(f"transacción abierta hace {_duration(self.holder_transaction_seconds)}")
+        return f"la sesión {self.holder_pid} ({', '.join(details)})"
+
+    def what(self) -> str:
+        if self.table:
+            return f"la tabla «{self.table}», bloqueada por {self.holder()}"
+        return f"un bloqueo de tipo {self.lock_type}, retenido por {self.holder()}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
+_WAITS_SQL = """
+SELECT format('%%I.%%I', n.nspname, c.relname), w.locktype, extract(epoch FROM now() - w.waitstart),
+       b.pid, b.usename, nullif(b.application_name, ''), extract(epoch FROM now() - b.xact_start)
+FROM pg_stat_activity a
+JOIN pg_locks w ON w.pid = a.pid AND NOT w.granted
+LEFT JOIN pg_class c ON c.oid = w.relation
+LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN LATERAL unnest(pg_blocking_pids(a.pid)) AS blocking(pid) ON true
+LEFT JOIN pg_stat_activity b ON b.pid = blocking.pid
+WHERE a.application_name = %s AND a.pid <> pg_backend_pid()
+ORDER BY w.waitstart, b.pid
+"""
+_HOLDERS_SQL = """
+SELECT %s, 'relation', 0, a.pid, a.usename, nullif(a.application_name, ''), extract(epoch FROM now() - a.xact_start)
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'AccessExclusiveLock' AND l.relation = to_regclass(%s)
+"""
+_LOCK_FAILED = re.compile(r"Query was: LOCK TABLE (?P<table>\S+) IN ACCESS SHARE MODE")
+
+
+class LockWatch:
+    """While pg_dump runs, say in the log what it waits for whenever no bytes have arrived for a while.
+
+    pg_dump first takes a share lock on every table it copies; a session holding one of them in
+    ACCESS EXCLUSIVE mode (``LOCK TABLE``, ``ALTER TABLE``, ``VACUUM FULL``...) makes it wait, silent,
+    until ``--lock-wait-timeout``. Every ``interval`` seconds without new output this asks the server,
+    through the provider hook's connection, what pg_dump's session waits for and which sessions block
+    it (``pg_locks``, ``pg_stat_activity``, ``pg_blocking_pids``), logs it when it changes (and again
+    every :data:`LOCK_REPEAT_SECONDS`), and keeps it for the reason of a failure. Without the
+    ``pg_read_all_stats`` role the backup user sees who holds the lock but not since when.
+    """
+
+    def __init__(self, session: PgSession, dest: Path, log: logging.Logger, *, bound_minutes: float):
+        self.session = session
+        self.dest = dest
+        self.log = log
+        self.bound_minutes = bound_minutes
+        self.interval = LOCK_CHECK_SECONDS
+        self.seen: list[LockWait] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="respaldo-lock-watch", daemon=True)
+        self._conn = None
+        self._failed = False
+        self._asking = threading.Lock()  # the watch's thread and a failure's reason share one connection
+
+    def __enter__(self) -> LockWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._close()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+    def _query(self, sql: str, params: tuple) -> list[LockWait]:
+        """Rows of ``sql`` as :class:`LockWait`; a watch that cannot ask says so once and stays quiet."""
+        try:
+            with self._asking:
+                if self._conn is None:
+                    self._conn = self.session.connect(
+                        application_name=f"{self.session.application_name} (vigilancia)")
+                with self._conn.cursor() as cur:
+                    cur.execute(sql, params)
+                    rows = cur.fetchall()
+        except Exception as err:
+            self._close()
+            if not self._failed:
+                self._failed = True
+                self.log.warning("No se pudo preguntar al servidor %s qué espera pg_dump: %s", self.session.where,
+                                 self.session.blank(str(err).strip()))
+            return []
+        return [LockWait(table, lock_type, float(waiting or 0), pid, user, application,
+                         None if age is None else float(age))
+                for table, lock_type, waiting, pid, user, application, age in rows]
+
+    def waits(self) -> list[LockWait]:
+        return self._query(_WAITS_SQL, (self.session.application_name,))
+
+    def holders(self, table: str) -> list[LockWait]:
+        """Sessions holding ``table`` (as pg_dump names it) in the one mode that blocks a dump."""
+        return self._query(_HOLDERS_SQL, (table, table))
+
+    def _watch(self) -> None:
+        last_size, last_said, said_at = -1, "", 0.0
+        while not self._stop.wait(self.interval):
+            size = self.dest.stat().st_size if self.dest.exists() else 0
+            if size != last_size:
+                last_size = size
+                continue
+            waits = self.waits()
+            if waits:
+                self.seen = waits
+            now = time.monotonic()
+            said = "; ".join(wait.what() for wait in waits)
+            if not said or (said == last_said and now - said_at < LOCK_REPEAT_SECONDS):
+                continue
+            last_said, said_at = said, now
+            for wait in waits:
+                self.log.warning(
+                    "pg_dump lleva %s esperando, en la base «%s» de %s, %s. Si sigue así, la copia se rinde a los "
+                    "%s min de espera (lock_wait_minutes).", _duration(wait.waiting_seconds), self.session.database,
+                    self.session.where, wait.what(), f"{self.bound_minutes:g}")
+
+    def explain(self, text: str) -> str:
+        """The plain reason of a dump that gave up waiting for a lock, or an empty string."""
+        failed = _LOCK_FAILED.search(text)
+        if not failed or ("statement timeout" not in text and "lock timeout" not in text):
+            return ""
+        table = failed["table"]
+        name = table.replace('"', "")
+        known = [w for w in self.seen if w.table and w.table.replace('"', "") == name] or self.holders(table)
+        holders = "; ".join(dict.fromkeys(w.holder() for w in known)) or "otra sesión (no se pudo saber cuál)"
+        pids = [w.holder_pid for w in known if w.holder_pid is not None]
+        terminate = (f" (o un administrador puede cerrarla con SELECT pg_terminate_backend({pids[0]}))"
+                     if len(pids) == 1 else "")
+        return (f"pg_dump esperó más de {self.bound_minutes:g} min (lock_wait_minutes) para leer la tabla «{name}» "
+                f"de la base «{self.session.database}» en {self.session.where}, bloqueada por {holders}. Pida a quien "
+                f"la usa que termine su transacción{terminate} y vuelva a ejecutar la copia; si es un mantenimiento "
+                "que suele tardar más, aumente lock_wait_minutes del objetivo.")
 
 
 class PostgresSource(Source):
@@ -65,58 +245,33 @@ class PostgresSource(Source):
     restore_hint = "createdb NUEVA && zstd -dc {artifact} | pg_restore --no-owner -d NUEVA"
     compresses = True
 
-    def _connection(self, target: PostgresTarget):
-        from airflow.sdk import BaseHook
-
-        return BaseHook.get_connection(target.conn_id)
-
-    def _environment(self, target: PostgresTarget, secrets_dir: Path) -> tuple[dict[str, str], str]:
-        """Environment for libpq tools; the password goes to a 0600 pgpass file, never argv or env."""
-        conn = self._connection(target)
-        database = target.database or conn.schema or "postgres"
-        host = conn.host or "localhost"
-        port = str(conn.port or 5432)
-        user = conn.login or ""
-        password = conn.password or ""
-        env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
-        env.update(
-            PGHOST=host,
-            PGPORT=port,
-            PGDATABASE=database,
-            PGCONNECT_TIMEOUT=str(CONNECT_TIMEOUT_SECONDS),
-            PGAPPNAME=f"respaldo {target.id}",
-            TZ="UTC",
-        )
-        if user:
-            env["PGUSER"] = user
-        sslmode = (conn.extra_dejson or {}).get("sslmode")
-        if sslmode:
-            env["PGSSLMODE"] = str(sslmode)
-        pgpass = secrets_dir / "pgpass"
-        line = ":".join(_pgpass_escape(v) for v in ("*", "*", "*", "*", password))
-        write_private(pgpass, line + "\n")
-        env["PGPASSFILE"] = str(pgpass)
-        return env, password
+    def _session(self, target: PostgresTarget):
+        return libpq_session(target.conn_id, database=target.database, application_name=f"respaldo {target.id}")
 
     def copy(self, target: PostgresTarget, dest: Path, log: logging.Logger) -> CopyResult:
         """pg_dump's custom format, compressed as it arrives when ``dest`` ends in ``.zst``."""
-        with private_dir() as secrets_dir:
-            env, password = self._environment(target, secrets_dir)
-            log.info(
-                "pg_dump de la base «%s» en %s:%s (usuario %s), formato custom",
-                env["PGDATABASE"], env["PGHOST"], env["PGPORT"], env.get("PGUSER", "-"),
-            )
-            argv = ["pg_dump", "--format=custom", "--compress=0", "--no-password"]
+        with self._session(target) as session:
+            log.info("pg_dump de la base «%s» en %s (usuario %s), formato custom; espera como máximo %s min una "
+                     "tabla bloqueada", session.database, session.where, session.user or "-",
+                     f"{target.lock_wait_minutes:g}")
+            argv = ["pg_dump", "--format=custom", "--compress=0", "--no-password",
+                    f"--lock-wait-timeout={max(int(target.lock_wait_minutes * 60_000), 1)}"]
             argv += [f"--exclude-table={pattern}" for pattern in target.exclude_tables]
-            if dest.name.endswith(".zst"):
-                original, compressed, sha256 = copy_compressed(argv, dest, env=env, log=log, what="pg_dump",
-                                                               secrets=[password])
-                result = CopyResult(path=dest, bytes=compressed, compressed=True, original_bytes=original,
-                                    sha256=sha256)
-            else:
-                size = run_to_file([*argv, f"--file={dest}"], dest, env=env, log=log, what="pg_dump",
-                                   secrets=[password], writes_dest_itself=True)
-                result = CopyResult(path=dest, bytes=size)
+            with LockWatch(session, dest, log, bound_minutes=target.lock_wait_minutes) as watch:
+
+                def explain(text: str, _code: int) -> str:
+                    return watch.explain(text) or explain_libpq(text, session)
+
+                if dest.name.endswith(".zst"):
+                    original, compressed, sha256 = copy_compressed(argv, dest, env=session.env, log=log,
+                                                                   what="pg_dump", secrets=session.secrets,
+                                                                   explain=explain)
+                    result = CopyResult(path=dest, bytes=compressed, compressed=True, original_bytes=original,
+                                        sha256=sha256)
+                else:
+                    size = run_to_file([*argv, f"--file={dest}"], dest, env=session.env, log=log, what="pg_dump",
+                                       secrets=session.secrets, writes_dest_itself=True, explain=explain)
+                    result = CopyResult(path=dest, bytes=size)
         if (result.original_bytes if result.compressed else result.bytes) == 0:
             dest.unlink(missing_ok=True)
             raise CopyError("pg_dump no produjo datos: la copia está vacía")
@@ -127,8 +282,7 @@ class PostgresSource(Source):
 
         A compressed copy is read to its end (checking it) while ``pg_restore --list`` reads its head.
         """
-        env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
-        env["TZ"] = "UTC"
+        env = minimal_env()  # pg_restore --list reads a file: no connection, so nothing of one
         if path.name.endswith(".zst"):
             with tempfile.TemporaryFile() as listing, tempfile.TemporaryFile() as errors:
                 proc = subprocess.Popen(  # noqa: S603 - fixed argv
@@ -174,17 +328,17 @@ class PostgresSource(Source):
         raise DateCheckError(f"La copia {path.name} no trae la fecha de creación que pg_dump estampa")
 
     def check(self, target: PostgresTarget) -> str:
-        with private_dir() as secrets_dir:
-            env, password = self._environment(target, secrets_dir)
+        with self._session(target) as session:
             proc = subprocess.run(  # noqa: S603 - fixed argv
                 ["psql", "--no-password", "-XAtc", "select current_user"],
-                env=env, capture_output=True, text=True, check=False,
+                env=session.env, capture_output=True, text=True, check=False,
             )
-        if proc.returncode != 0:
-            message = proc.stderr.strip().replace(password, "********") if password else proc.stderr.strip()
-            raise CopyError(f"No responde la base «{env['PGDATABASE']}» en {env['PGHOST']}:{env['PGPORT']}: "
-                            f"{message}")
-        return f"base «{env['PGDATABASE']}» en {env['PGHOST']}:{env['PGPORT']} como {proc.stdout.strip()}"
+            if proc.returncode != 0:
+                message = session.blank(proc.stderr.strip())
+                plain = explain_libpq(message, session)
+                raise CopyError(f"No responde la base «{session.database}» en {session.where}: "
+                                + (f"{plain} Detalle: {message}" if plain else message))
+            return f"base «{session.database}» en {session.where} como {proc.stdout.strip()}"
 
     def summary(self, target: PostgresTarget) -> str:
         what = f"base PostgreSQL «{target.database or '(la de la conexión)'}» (conexión `{target.conn_id}`)"

@@ -22,9 +22,10 @@ from pydantic import Field, field_validator
 
 from respaldo.artifacts import copy_compressed
 from respaldo.errors import CopyError
+from respaldo.hooks.ssh import SshSession, explain_ssh_failure, openssh_session
 from respaldo.sources.base import CopyResult, Source, TargetBase
 from respaldo.sources.files import TAR_OK, tar_argv
-from respaldo.ssh import SshSession, check_readable, explain_ssh_failure, ssh_session
+from respaldo.ssh import check_readable
 
 HOOK_OUTPUT_LIMIT = 20_000
 
@@ -75,11 +76,11 @@ def _run_hook(session: SshSession, label: str, command: str, log: logging.Logger
         capture_output=True, text=True, check=False,
     )
     for stream, text in (("salida", proc.stdout), ("errores", proc.stderr)):
-        for line in text[-HOOK_OUTPUT_LIMIT:].splitlines():
+        for line in session.blank(text[-HOOK_OUTPUT_LIMIT:]).splitlines():
             log.info("«%s» (%s): %s", label, stream, line)
     if proc.returncode != 0:
         reason = (explain_ssh_failure(proc.stderr, session, proc.returncode)
-                  or proc.stderr.strip()[-500:] or "sin mensaje")
+                  or session.blank(proc.stderr.strip()[-500:]) or "sin mensaje")
         raise CopyError(f"El comando «{label}» falló en {session.describe()} (código {proc.returncode}): {reason}")
 
 
@@ -94,7 +95,7 @@ class VmSource(Source):
 
     def copy(self, target: VmTarget, dest: Path, log: logging.Logger) -> CopyResult:
         relative = [str(PurePosixPath(image).relative_to("/")) for image in target.images]
-        with ssh_session(target.conn_id, known_hosts=target.known_hosts) as session:
+        with openssh_session(target.conn_id, known_hosts=target.known_hosts) as session:
             try:
                 if target.before:
                     _run_hook(session, "antes", target.before, log)
