@@ -198,17 +198,22 @@ def cmd_seguimiento(args: argparse.Namespace) -> int:
 
     from respaldo.seguimiento import ejecutar
 
+    out = sys.stdout
+    if args.json:  # stdout carries the JSON alone: whatever else writes there (Airflow's logging) goes to stderr
+        sys.stdout.flush()
+        out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+        os.dup2(2, 1)
     result = ejecutar(args.file)
     if result.informe is None:
         if args.json:
             print(json.dumps({"codigo": result.code, "error": result.error, "aviso": result.mailed},
-                             ensure_ascii=False, indent=2))
+                             ensure_ascii=False, indent=2), file=out, flush=True)
         print(f"El seguimiento no pudo ejecutarse:\n{result.error}", file=sys.stderr)
         if result.mailed:
             print(f"Correo: {result.mailed}", file=sys.stderr)
         return result.code
     if args.json:
-        print(json.dumps(result.informe.as_json(), ensure_ascii=False, indent=2))
+        print(json.dumps(result.informe.as_json(), ensure_ascii=False, indent=2), file=out, flush=True)
     else:
         print(result.informe.text())
     return result.code
