@@ -20,6 +20,8 @@ What it does (3 to 4 minutes on a 2-core machine; everything big it makes is rem
 8. MariaDB (``bench.sources``): copia + verificar_fecha of a ~300 MB database against ``mariadb-dump |
    zstd -3 -T0 > file``, and the compressed sizes.
 9. SSH pull (``bench.sources``): ``FilesSource.copy`` of a 1 GB file over OpenSSH against ``sftp -b``.
+10. The follow-up (``bench.seguimiento``): ``respaldo seguimiento`` over 500 targets with 45 and 90 days of
+    history in the register; ``--only seguimiento`` runs this section alone (about a minute).
 
 Working files live in ``bench/.work/`` (gitignored); the results also go to ``bench/RESULTS.md``.
 ``--rounds N`` takes more rounds on a noisy machine. The subprocesses inherit ``PYTHONPATH``, so
@@ -49,7 +51,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import sources  # noqa: E402
+from bench import seguimiento, sources  # noqa: E402
 from bench.procs import Measured, measure  # noqa: E402
 from devtools.demo_data import financiero_sql  # noqa: E402
 from devtools.servers import PG_BIN, PostgresServer  # noqa: E402
@@ -546,6 +548,7 @@ How each number is taken:
   with a {PARSE_TARGETS}-target block-YAML inventory) minus a fresh `python -m bench.parse baseline` (the same
   imports only); both leave with `os._exit`, so interpreter teardown is in neither.
 {sources.HOW}
+{seguimiento.HOW}
 """
     RESULTS_MD.write_text(text, encoding="utf-8")
 
@@ -570,6 +573,21 @@ def cleanup(bench: Bench, keep: bool) -> None:
         shutil.rmtree(bench.run_dir, ignore_errors=True)
 
 
+def _only_followup() -> int:
+    """Section 10 alone: the follow-up against a register of its own."""
+    run_dir = WORK / "seguimiento"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    logs = WORK / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    bench = Bench(key=uuid.uuid4().hex[:8], run_dir=run_dir, logs=logs, metadata_db="respaldo_bench_sin_metadatos")
+    try:
+        rows = seguimiento.build_rows(seguimiento.run(run_dir, logs, say, bench.airflow_env()))
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    print(text_table(rows))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -578,8 +596,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows-maria", type=int, default=sources.MARIA_ROWS)
     parser.add_argument("--keep", action="store_true", help="keep bench/.work/run (databases are dropped anyway)")
     parser.add_argument("--no-results-md", action="store_true", help="do not rewrite bench/RESULTS.md")
+    parser.add_argument("--only", choices=["seguimiento"], help="run one section alone (results not written)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below
+    if args.only == "seguimiento":
+        return _only_followup()
 
     preflight()
     key = uuid.uuid4().hex[:8]
@@ -642,6 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         data["parse"] = parse
 
         data["sources"] = sources.run(run_dir / "sources", bench.logs, args.rounds, say, args.rows_maria)
+        data["seguimiento"] = seguimiento.run(run_dir / "seguimiento", bench.logs, say, bench.airflow_env())
     finally:
         say("cleaning up: throwaway cluster, bench databases, big files")
         cleanup(bench, args.keep)
@@ -650,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
     data["elapsed_s"] = time.monotonic() - _started
     data["machine"] = machine()
     (WORK / "results.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    rows = build_rows(data) + sources.build_rows(data["sources"])
+    rows = build_rows(data) + sources.build_rows(data["sources"]) + seguimiento.build_rows(data["seguimiento"])
     print()
     print(f"respaldo bench, {data['date']}, {data['machine']['cores']} cores, load {load_before} -> "
           f"{data['load_after']}; 1 GB = {bench.sizes[bench.big_db]['db_bytes'] / MB:,.0f} MB database; "

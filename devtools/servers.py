@@ -123,6 +123,13 @@ class PostgresServer:
                       f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8"])
         pwfile.unlink()
         self.port = self.port or free_port()
+        return self._launch()
+
+    def resume(self) -> PostgresServer:
+        """Start again, on the same port and data, a server stopped with :meth:`stop`."""
+        return self._launch()
+
+    def _launch(self) -> PostgresServer:
         argv = [str(PG_BIN / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self._tmp}",
                 "-c", "fsync=off", "-c", "max_connections=100"]

@@ -13,6 +13,8 @@ from conftest import write_inventory
 ROOT = Path(__file__).resolve().parents[1]
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
 STEPS = ["copia", "verificar_fecha", "comprimir", "registrar"]
+BACKUP_DAGS = ["respaldo_diario", "respaldo_financiero", "respaldo_servidores_virtuales"]
+FOLLOWUP = "respaldo_seguimiento"
 
 
 def dagbag(inventory: Path | None, monkeypatch):
@@ -50,13 +52,13 @@ def test_dag_file_imports_without_errors_with_the_shipped_inventory(path, monkey
     monkeypatch.delenv("RESPALDO_INVENTORY", raising=False)
     bag = DagBag(dag_folder=str(path))
     assert bag.import_errors == {}
-    assert sorted(bag.dag_ids) == ["respaldo_diario", "respaldo_financiero", "respaldo_servidores_virtuales"]
+    assert sorted(bag.dag_ids) == sorted([*BACKUP_DAGS, FOLLOWUP])
 
 
 def test_every_dag_has_owner_retries_tags_and_docs(bag):
     assert bag.import_errors == {}
-    assert sorted(bag.dag_ids) == ["respaldo_diario", "respaldo_financiero", "respaldo_servidores_virtuales"]
-    for dag in bag.dags.values():
+    assert sorted(bag.dag_ids) == sorted([*BACKUP_DAGS, FOLLOWUP])
+    for dag in (bag.get_dag(dag_id) for dag_id in BACKUP_DAGS):
         assert dag.default_args["owner"] == "sistemas" and dag.default_args["retries"] == 0, dag.dag_id
         assert "respaldo" in dag.tags and "FT-GTI-004" in dag.tags
         assert dag.catchup is False and dag.max_active_runs == 1
@@ -65,6 +67,29 @@ def test_every_dag_has_owner_retries_tags_and_docs(bag):
             assert task.retries is not None and task.owner == "sistemas", task.task_id
             assert task.retry_exponential_backoff and task.doc_md
             assert task.execution_timeout == dt.timedelta(hours=6), "a hung copy must not block later runs"
+
+
+def test_the_follow_up_dag_runs_hourly_in_the_default_pool_with_owner_retries_tags_and_docs(bag):
+    from airflow.sdk import CronTriggerTimetable
+
+    dag = bag.get_dag(FOLLOWUP)
+    assert dag.default_args["owner"] == "sistemas" and dag.default_args["retries"] == 1
+    assert "respaldo" in dag.tags and "seguimiento" in dag.tags
+    assert dag.catchup is False and dag.max_active_runs == 1
+    assert dag.timetable == CronTriggerTimetable("0 * * * *", timezone="America/Bogota")
+    assert "Seguimiento de los respaldos" in dag.doc_md and "resumen diario" in dag.doc_md
+    [task] = dag.tasks
+    assert task.task_id == "revisar" and task.pool == "default_pool" and task.doc_md
+    assert task.inventory_path.endswith("inv.yaml")
+
+
+def test_the_follow_up_hands_a_failure_the_same_settings_as_the_backup_dags_tasks(bag, tmp_path):
+    from respaldo.inventory import load_inventory
+    from respaldo.seguimiento.revision import settings_of
+
+    inventory = load_inventory(tmp_path / "inv.yaml")
+    for dag_id in BACKUP_DAGS:
+        assert settings_of(inventory, dag_id) == bag.get_dag(dag_id).get_task("preparar").settings
 
 
 def test_each_target_is_a_task_group_of_the_four_steps_in_order(bag):

@@ -192,6 +192,33 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_seguimiento(args: argparse.Namespace) -> int:
+    """The follow-up: every target's state, missed slots, Airflow's health. Exit 0, 1 or 2 (see below)."""
+    import json
+
+    from respaldo.seguimiento import ejecutar
+
+    out = sys.stdout
+    if args.json:  # stdout carries the JSON alone: whatever else writes there (Airflow's logging) goes to stderr
+        sys.stdout.flush()
+        out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+        os.dup2(2, 1)
+    result = ejecutar(args.file)
+    if result.informe is None:
+        if args.json:
+            print(json.dumps({"codigo": result.code, "error": result.error, "aviso": result.mailed},
+                             ensure_ascii=False, indent=2), file=out, flush=True)
+        print(f"El seguimiento no pudo ejecutarse:\n{result.error}", file=sys.stderr)
+        if result.mailed:
+            print(f"Correo: {result.mailed}", file=sys.stderr)
+        return result.code
+    if args.json:
+        print(json.dumps(result.informe.as_json(), ensure_ascii=False, indent=2), file=out, flush=True)
+    else:
+        print(result.informe.text())
+    return result.code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="respaldo",
@@ -217,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     registro.add_argument("--hasta", type=_date, help="hasta esta fecha, incluida (AAAA-MM-DD)")
     registro.add_argument("--limite", type=int, help="como mucho tantas filas")
     registro.add_argument("--csv", action="store_true", help="en CSV, con todas las columnas")
+    seguimiento = add("seguimiento", cmd_seguimiento,
+                      "Seguimiento: estado de cada objetivo, turnos sin copia y salud de Airflow; avisa por correo. "
+                      "Sale con 0 si todo está al día, 1 si algo necesita atención, 2 si no pudo revisar.")
+    seguimiento.add_argument("--json", action="store_true", help="el informe en JSON, para otros programas")
     return parser
 
 

@@ -16,6 +16,7 @@ from respaldo.inventory import Frequency, Inventory, load_inventory
 from respaldo.sources import TargetBase, source_for
 
 DAG_PREFIX = "respaldo_"
+FOLLOWUP_DAG_ID = "respaldo_seguimiento"
 MAX_RETRY_DELAY = dt.timedelta(hours=1)
 
 TASK_DOCS = {
@@ -54,17 +55,9 @@ def summary_of(target: TargetBase) -> str:
 
 
 def _schedule(inventory: Inventory, frequency: Frequency):
-    from airflow.sdk import CronTriggerTimetable, MultipleCronTriggerTimetable
+    from respaldo.timetables import timetable_for
 
-    from respaldo.timetables import EveryNDaysTimetable
-
-    if frequency.every_days:
-        return EveryNDaysTimetable(frequency.every_days, frequency.at, inventory.timezone,
-                                   inventory.start_date.isoformat())
-    crons = frequency.crons
-    if len(crons) == 1:
-        return CronTriggerTimetable(crons[0], timezone=inventory.timezone)
-    return MultipleCronTriggerTimetable(*crons, timezone=inventory.timezone)
+    return timetable_for(frequency, inventory.timezone, inventory.start_date)
 
 
 def _doc_md(inventory: Inventory, name: str, frequency: Frequency, targets: list[TargetBase]) -> str:
@@ -237,6 +230,61 @@ def build_dag(inventory: Inventory, name: str):
     return dag
 
 
+FOLLOWUP_DOC = """# Seguimiento de los respaldos — {organization}
+
+El procedimiento termina con **el seguimiento al respaldo de la información**. Este DAG lo hace
+{when}: nada se pierde en silencio.
+
+- Revisa en el registro FT-GTI-004 que **cada turno** de cada objetivo tenga su copia exitosa. Un turno
+  que pasó su plazo (`grace_minutes` de la clase, 180 min por defecto) sin copia queda como una fila
+  `missing` que dice qué turno falta y desde cuándo; nunca mientras su ejecución sigue en curso. Si
+  después se vuelve a ejecutar o se rellena (*backfill*) y sale bien, la copia nueva la cubre.
+- Calcula el estado de cada objetivo: `al_dia`, `fallido` (el intento más reciente falló), `atrasado`
+  (un turno sin copia en los últimos {window} días), `vencido` (la copia buena más reciente es más antigua
+  de lo permitido), `sospechoso` (la copia no pasó la verificación o es mucho más pequeña que las
+  anteriores).
+- Revisa la salud de Airflow por su API (conexión `{api_conn_id}`): errores de importación, DAG
+  pausados o desaparecidos, pools que faltan, tareas atascadas, scheduler y dag-processor sin señales,
+  y tareas que terminaron fallidas sin fila en el registro (les escribe su fila `failed` y su aviso).
+- Avisa por correo a {emails} cuando un objetivo **cambia** de estado o Airflow tiene un problema
+  nuevo, y envía un **resumen diario** a las {digest_at}: si un día no llega, el seguimiento mismo está caído.
+
+La tarea `revisar` solo falla cuando el seguimiento no pudo revisar (registro inalcanzable): lo que
+hay que atender llega por correo y queda en su log. Es la misma revisión que `respaldo seguimiento`,
+que el temporizador del servidor corre fuera de Airflow (ver README).
+"""
+
+
+def build_followup_dag(inventory: Inventory):
+    """The DAG ``respaldo_seguimiento``: the follow-up check, hourly by default, in the default pool."""
+    import pendulum
+    from airflow.sdk import DAG, CronTriggerTimetable
+
+    from respaldo.seguimiento.operador import SeguimientoOperator
+
+    followup = inventory.followup
+    start = inventory.start_date
+    doc = FOLLOWUP_DOC.format(organization=inventory.organization, when=f"según `{followup.schedule}` "
+                              f"({inventory.timezone})", window=followup.missed_window_days,
+                              api_conn_id=followup.api_conn_id, emails=", ".join(inventory.alerts.email),
+                              digest_at=followup.digest_at)
+    with DAG(
+        dag_id=FOLLOWUP_DAG_ID,
+        description="Seguimiento: turnos sin copia, estado de cada objetivo, salud de Airflow, resumen diario",
+        schedule=CronTriggerTimetable(followup.schedule, timezone=inventory.timezone),
+        start_date=pendulum.datetime(start.year, start.month, start.day, tz=inventory.timezone),
+        catchup=False,
+        max_active_runs=1,
+        doc_md=doc,
+        tags=["respaldo", "seguimiento", "FT-GTI-004"],
+        default_args={"owner": inventory.owner, "retries": 1, "retry_delay": dt.timedelta(minutes=5),
+                      "execution_timeout": dt.timedelta(minutes=30)},
+    ) as dag:
+        SeguimientoOperator(task_id="revisar", inventory_path=inventory.path,
+                            doc_md="**Seguimiento.** Revisa turnos, estados y la salud de Airflow; avisa los cambios.")
+    return dag
+
+
 def build_dags(path: str | None = None) -> dict[str, Any]:
     """All DAGs of the inventory, keyed by dag id; only the one being run when Airflow says which.
 
@@ -253,4 +301,6 @@ def build_dags(path: str | None = None) -> dict[str, Any]:
         if wanted and wanted != dag_id:
             continue
         dags[dag_id] = build_dag(inventory, name)
+    if not wanted or wanted == FOLLOWUP_DAG_ID:
+        dags[FOLLOWUP_DAG_ID] = build_followup_dag(inventory)
     return dags

@@ -89,6 +89,15 @@ class Frequency(_Model):
         float, Field(gt=0, le=168, description="Horas máximas de cada tarea; una copia colgada falla y avisa en vez "
                      "de bloquear las siguientes ejecuciones.", examples=[6])
     ] = 6
+    grace_minutes: Annotated[
+        int, Field(ge=0, le=10080, description="Seguimiento: minutos que se esperan después de cada turno antes de "
+                   "declararlo sin copia (la copia puede tardar).", examples=[180])
+    ] = 180
+    max_age_hours: Annotated[
+        float | None, Field(gt=0, le=8784, description="Seguimiento: horas que puede tener la copia más reciente "
+                            "antes de quedar «vencido». Por defecto, el mayor intervalo entre turnos más el plazo "
+                            "(diario: 27 h; cada 8 días: 195 h).", examples=[27])
+    ] = None
 
     @field_validator("schedule")
     @classmethod
@@ -123,6 +132,55 @@ class Frequency(_Model):
         return f"según {times} ({timezone})"
 
 
+HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
+#: Frequency class names that would give a DAG id respaldo already uses for something else.
+RESERVED_CLASSES = {"seguimiento": "respaldo_seguimiento es el DAG del seguimiento"}
+
+
+class Followup(_Model):
+    """The follow-up ("seguimiento"): nothing is missed in silence."""
+
+    schedule: Annotated[
+        str, Field(description="Cada cuándo corre el DAG respaldo_seguimiento (cron, zona del inventario).",
+                   examples=["0 * * * *"])
+    ] = "0 * * * *"
+    digest_at: Annotated[
+        str, Field(pattern=HHMM, description="Hora (HH:MM, zona del inventario) del resumen diario por correo; "
+                   "si no llega, el seguimiento mismo está caído.", examples=["07:00"])
+    ] = "07:00"
+    since: Annotated[
+        dt.date | None, Field(description="Desde qué fecha cada turno debe tener copia, para todos los objetivos. "
+                              "Por defecto, desde la primera fila de cada objetivo en el registro.",
+                              examples=["2026-12-01"])
+    ] = None
+    api_conn_id: Annotated[
+        str, Field(min_length=1, description="Conexión de Airflow (usuario y clave; servidor opcional) con la que se "
+                   "consulta la API REST de Airflow para revisar su salud.")
+    ] = "respaldo_airflow_api"
+    size_drop_percent: Annotated[
+        float, Field(gt=0, le=100, description="Una copia más pequeña que la mediana de las 10 anteriores en más de "
+                     "este porcentaje queda «sospechoso».", examples=[50])
+    ] = 50
+    missed_window_days: Annotated[
+        int, Field(ge=1, le=366, description="Un objetivo sigue «atrasado» mientras tenga un turno sin copia en "
+                   "estos últimos días (el turno queda en el registro como `missing` aunque salga de la ventana).",
+                   examples=[7])
+    ] = 7
+    stuck_minutes: Annotated[
+        int, Field(ge=1, le=10080, description="Minutos que una tarea puede esperar en «scheduled» o «queued» antes "
+                   "de avisar (las que esperan cupo en un pool también esperan aquí).", examples=[120])
+    ] = 120
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value) or len(value.split()) != 5:
+            raise ValueError(f"«{value}» no es una expresión cron válida (por ejemplo «0 * * * *», cada hora)")
+        return value
+
+
 # pydantic warns that the field "register" shadows ABCMeta.register; the field is what we mean.
 warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
@@ -140,7 +198,16 @@ class InventoryHead(_Model):
     register: Register = Register()
     alerts: Alerts
     frequencies: Annotated[dict[Name, Frequency], Field(min_length=1)]
+    followup: Followup = Followup()
     targets: list[Any]
+
+    @field_validator("frequencies")
+    @classmethod
+    def _not_reserved(cls, value: dict[str, Frequency]) -> dict[str, Frequency]:
+        for name in value:
+            if name in RESERVED_CLASSES:
+                raise ValueError(f"la clase de frecuencia «{name}» no se puede usar: {RESERVED_CLASSES[name]}")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -380,3 +447,21 @@ def load_inventory(path: str | os.PathLike[str] | None = None) -> Inventory:
     data = head.model_dump()
     data.update(targets=targets, path=file)
     return Inventory.model_validate(data)
+
+
+def read_section(path: str | os.PathLike[str] | None, name: str, model: type[BaseModel]) -> Any | None:
+    """One top-level section of an inventory, validated alone; None when the file or that section is unusable.
+
+    A broken inventory stops every backup; its ``alerts`` section, if it alone is sound, still says whom
+    to tell (see the follow-up).
+    """
+    try:
+        tree = _read_yaml(inventory_path(path))
+    except InventoryError:
+        return None
+    if not isinstance(tree, dict) or name not in tree:
+        return None
+    try:
+        return model.model_validate(tree[name])
+    except ValidationError:
+        return None

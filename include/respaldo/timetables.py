@@ -1,4 +1,8 @@
-"""A timetable for "once every N days at HH:MM", anchored to a fixed date.
+"""The timetables of respaldo's DAGs, and a timetable for "once every N days at HH:MM".
+
+:func:`timetable_for` is the one place a frequency class becomes a timetable: the DAG factory gives
+it to the class's DAG and the follow-up derives the expected slots from it (:func:`slots_between`,
+through the same code the scheduler runs), so the two can never disagree.
 
 Cron cannot say "every eight days" (``*/8`` restarts each month) and Airflow's
 ``DeltaTriggerTimetable`` without catch-up counts from whenever the DAG was deployed, losing the
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import pendulum
@@ -81,3 +86,42 @@ class EveryNDaysTimetable(Timetable):
         if restriction.latest is not None and candidate > restriction.latest:
             return None
         return DagRunInfo.exact(candidate)
+
+
+def timetable_for(frequency: Any, timezone: str, start_date: dt.date):
+    """The timetable of a frequency class's DAG (``frequency`` is an inventory ``Frequency``)."""
+    from airflow.sdk import CronTriggerTimetable, MultipleCronTriggerTimetable
+
+    if frequency.every_days:
+        return EveryNDaysTimetable(frequency.every_days, frequency.at, timezone, start_date.isoformat())
+    crons = frequency.crons
+    if len(crons) == 1:
+        return CronTriggerTimetable(crons[0], timezone=timezone)
+    return MultipleCronTriggerTimetable(*crons, timezone=timezone)
+
+
+def as_scheduled(timetable: Any) -> Timetable:
+    """The timetable as the scheduler runs it: a DAG file's SDK timetable goes through Airflow's own
+    serialization, exactly as the scheduler receives it; respaldo's own timetable already is one."""
+    if isinstance(timetable, Timetable):
+        return timetable
+    from airflow.serialization.decoders import decode_timetable
+    from airflow.serialization.encoders import encode_timetable
+
+    return decode_timetable(encode_timetable(timetable))
+
+
+def slots_between(timetable: Any, start: dt.datetime, end: dt.datetime) -> Iterator[pendulum.DateTime]:
+    """Every slot (run's logical date, UTC) of ``timetable`` in ``[start, end]``, oldest first, as the
+    scheduler would create them with catch-up on."""
+    from airflow.timetables.base import TimeRestriction
+
+    scheduled = as_scheduled(timetable)
+    restriction = TimeRestriction(earliest=pendulum.instance(start), latest=pendulum.instance(end), catchup=True)
+    last = None
+    while True:
+        info = scheduled.next_dagrun_info(last_automated_data_interval=last, restriction=restriction)
+        if info is None or info.logical_date is None:
+            return
+        yield info.logical_date.in_timezone("UTC")
+        last = info.data_interval

@@ -15,6 +15,9 @@ from respaldo.errors import RegisterError
 SCHEMA = "respaldo"
 TABLE = f"{SCHEMA}.control_backup"
 NOTIFICATIONS = f"{SCHEMA}.notificacion"
+FOLLOWUP_STATES = f"{SCHEMA}.seguimiento_estado"
+FOLLOWUP_CLASSES = f"{SCHEMA}.seguimiento_clase"
+FOLLOWUP_AIRFLOW = f"{SCHEMA}.seguimiento_airflow"
 _LOCK_KEY = 0x7265737061  # "respa": serialises migrations across workers
 
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -95,6 +98,42 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         CREATE INDEX IF NOT EXISTS notificacion_unsent ON {NOTIFICATIONS} (status) WHERE status <> 'sent';
         COMMENT ON TABLE {NOTIFICATIONS} IS 'Cada aviso por correo: a quién, cuándo, enviado o fallido y por qué';
+        """,
+    ),
+    (
+        4,
+        "follow-up: last known state per target and of Airflow, slots settled per class, indexes for its reads",
+        f"""
+        CREATE TABLE IF NOT EXISTS {FOLLOWUP_STATES} (
+            target      text        PRIMARY KEY,
+            state       text        NOT NULL
+                CHECK (state IN ('al_dia', 'atrasado', 'fallido', 'vencido', 'sospechoso')),
+            others      text[]      NOT NULL DEFAULT '{{}}',
+            -- when the state began, by the register's facts (the failed row, the missed slot...)
+            since       timestamptz,
+            detail      text,
+            first_seen  timestamptz NOT NULL DEFAULT now(),
+            changed_at  timestamptz NOT NULL DEFAULT now(),
+            checked_at  timestamptz NOT NULL DEFAULT now()
+        );
+        COMMENT ON TABLE {FOLLOWUP_STATES} IS 'Seguimiento: último estado conocido de cada objetivo';
+        -- every slot of the class up to settled_until has its success or missing row, for this schedule
+        CREATE TABLE IF NOT EXISTS {FOLLOWUP_CLASSES} (
+            frequency     text        PRIMARY KEY,
+            schedule      text        NOT NULL,
+            settled_until timestamptz NOT NULL,
+            updated_at    timestamptz NOT NULL DEFAULT now()
+        );
+        -- Airflow's problems already told (a paused DAG, a dead scheduler...): mailed when they appear
+        CREATE TABLE IF NOT EXISTS {FOLLOWUP_AIRFLOW} (
+            key      text        PRIMARY KEY,
+            text     text        NOT NULL,
+            since    timestamptz NOT NULL DEFAULT now(),
+            seen_at  timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX IF NOT EXISTS control_backup_target_finished ON {TABLE} (target, finished_at DESC);
+        CREATE INDEX IF NOT EXISTS control_backup_open_missing ON {TABLE} (target, logical_date)
+            WHERE status = 'missing' AND superseded_by IS NULL;
         """,
     ),
 ]
