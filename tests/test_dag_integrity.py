@@ -83,13 +83,16 @@ def test_the_follow_up_dag_runs_hourly_in_the_default_pool_with_owner_retries_ta
     assert task.inventory_path.endswith("inv.yaml")
 
 
-def test_the_follow_up_hands_a_failure_the_same_settings_as_the_backup_dags_tasks(bag, tmp_path):
+def test_every_task_of_a_backup_dag_is_handed_the_inventorys_settings(bag, tmp_path):
     from respaldo.inventory import load_inventory
-    from respaldo.seguimiento.revision import settings_of
 
     inventory = load_inventory(tmp_path / "inv.yaml")
     for dag_id in BACKUP_DAGS:
-        assert settings_of(inventory, dag_id) == bag.get_dag(dag_id).get_task("preparar").settings
+        settings = inventory.task_settings(dag_id)
+        assert settings["dag_id"] == dag_id and settings["alert_emails"] == ["sistemas@example.gov.co"]
+        dag = bag.get_dag(dag_id)
+        assert {id(task.settings) for task in dag.tasks} == {id(dag.get_task("preparar").settings)}
+        assert dag.get_task("preparar").settings == settings
 
 
 def test_each_target_is_a_task_group_of_the_four_steps_in_order(bag):

@@ -89,7 +89,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         from respaldo import pools
 
-        absent = pools.missing(_pools_of(inventory))
+        absent = pools.missing(inventory.pools())
         report(True, "pools de Airflow", "todos existen" if not absent else
                f"faltan {', '.join(absent)}: se crean con 1 cupo al empezar la próxima ejecución (o ahora con "
                "`respaldo pools`)")
@@ -126,7 +126,7 @@ def cmd_pools(args: argparse.Namespace) -> int:
     from respaldo import pools
 
     inventory = _load(args.file)
-    names = _pools_of(inventory)
+    names = inventory.pools()
     created = set(pools.ensure(names, slots=args.slots))
     for name in names:
         if name in created:
@@ -134,10 +134,6 @@ def cmd_pools(args: argparse.Namespace) -> int:
         else:
             print(f"pool {name}: ya existe con {Pool.get_pool(name).slots} cupo(s)")
     return 0
-
-
-def _pools_of(inventory: Inventory) -> list[str]:
-    return sorted({source_for(t.kind).pool(t) for t in inventory.targets if t.mechanism == "automatic"})
 
 
 def _date(text: str) -> dt.datetime:

@@ -118,19 +118,6 @@ def _doc_md(inventory: Inventory, name: str, frequency: Frequency, targets: list
 PICK_LIST_LIMIT = 60
 
 
-def _settings(inventory: Inventory, dag_id: str) -> dict[str, Any]:
-    """What every task of a DAG needs besides its target: small, JSON-friendly, no secrets."""
-    return {
-        "root": inventory.storage.root,
-        "timezone": inventory.timezone,
-        "register_conn_id": inventory.register.conn_id,
-        "smtp_conn_id": inventory.alerts.smtp_conn_id,
-        "alert_emails": list(inventory.alerts.email),
-        "from_email": inventory.alerts.from_email,
-        "dag_id": dag_id,
-    }
-
-
 def _params(targets: list[TargetBase]) -> dict[str, Any]:
     from airflow.sdk import Param
 
@@ -216,7 +203,7 @@ def build_dag(inventory: Inventory, name: str):
         from respaldo.fallas import RunCallback
         from respaldo.operators import RespaldoRunOperator
 
-        settings = _settings(inventory, dag_id)
+        settings = inventory.task_settings(dag_id)
         # preparar and cierre run in Airflow's default pool, never in a server's pool: they must run
         # even when every server's pool is busy. cierre is a teardown: it runs whatever happened to
         # the targets, and the run's result stays the targets' own.

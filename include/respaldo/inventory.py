@@ -234,6 +234,25 @@ class Inventory(InventoryHead):
                 return target
         raise KeyError(target_id)
 
+    def task_settings(self, dag_id: str) -> dict[str, Any]:
+        """What every task of a backup DAG is handed besides its target: small, JSON-friendly, no secrets.
+
+        The follow-up hands the same to :func:`respaldo.fallas.handle` for a failure it records itself.
+        """
+        return {
+            "root": self.storage.root,
+            "timezone": self.timezone,
+            "register_conn_id": self.register.conn_id,
+            "smtp_conn_id": self.alerts.smtp_conn_id,
+            "alert_emails": list(self.alerts.email),
+            "from_email": self.alerts.from_email,
+            "dag_id": dag_id,
+        }
+
+    def pools(self) -> list[str]:
+        """The Airflow pools the automatic copies run in (``Source.pool`` of each target)."""
+        return sorted({SOURCES[t.kind].pool(t) for t in self.targets if t.mechanism == "automatic"})
+
 
 def entry_model(raw: dict[str, Any]) -> type[TargetBase]:
     """The model of a target entry: the manual mechanism's, or its kind's (the kind must exist)."""

@@ -24,7 +24,6 @@ from respaldo.register import esquema
 from respaldo.seguimiento import correo, registro, salud, turnos
 from respaldo.seguimiento.estados import Reglas, evaluar
 from respaldo.seguimiento.informe import NO_CORRIO, Informe
-from respaldo.sources import source_for
 
 log = logging.getLogger("respaldo")
 
@@ -36,24 +35,6 @@ FALLBACK_SMTP = "smtp_default"
 NO_ROW_REASON = ("la tarea terminó fallida y no dejó fila en el registro FT-GTI-004: ni su aviso de falla ni el "
                  "cierre de la ejecución pudieron registrarla (el registro no respondía, o el proceso se detuvo de "
                  "golpe). El motivo exacto está en el log de la tarea; la registró el seguimiento")
-
-
-def settings_of(inventory: Inventory, dag_id: str) -> dict[str, Any]:
-    """What every task of a backup DAG is given (see ``dag_factory``), for handling its failures here."""
-    return {
-        "root": inventory.storage.root,
-        "timezone": inventory.timezone,
-        "register_conn_id": inventory.register.conn_id,
-        "smtp_conn_id": inventory.alerts.smtp_conn_id,
-        "alert_emails": list(inventory.alerts.email),
-        "from_email": inventory.alerts.from_email,
-        "dag_id": dag_id,
-    }
-
-
-def pools_of(inventory: Inventory) -> list[str]:
-    """The pools the inventory's copies run in."""
-    return sorted({source_for(t.kind).pool(t) for t in inventory.targets if t.mechanism == "automatic"})
 
 
 def _channel(inventory: Inventory) -> avisos.Channel:
@@ -104,7 +85,7 @@ def _handle_failed(inventory: Inventory, api: salud.Api | None, health: salud.Sa
             responsible=str(conf.get("responsable") or "").strip() or None,
             notes=str(conf.get("observaciones") or "").strip() or None)
         failure = fallas.Failure(step, ti["try_number"], NO_ROW_REASON, _time(ti.get("start_date")))
-        outcome = fallas.handle(target, settings_of(inventory, ti["dag_id"]), facts, failure, known,
+        outcome = fallas.handle(target, inventory.task_settings(ti["dag_id"]), facts, failure, known,
                                 target.description)
         if outcome.recorded is None:
             raise RegisterError(outcome.record_error or "no se pudo registrar la falla")
@@ -133,7 +114,7 @@ def revisar(inventory: Inventory, *, now: dt.datetime | None = None) -> Informe:
     api, auth_problem = salud.Api.of(followup.api_conn_id)
     try:
         health = salud.check(api, auth_problem, dag_ids=[*(c.dag_id for c in classes.values()), DAG_ID],
-                             pools_needed=pools_of(inventory), stuck_after=dt.timedelta(minutes=followup.stuck_minutes),
+                             pools_needed=inventory.pools(), stuck_after=dt.timedelta(minutes=followup.stuck_minutes),
                              failed_since=now - window, now=now, zone=zone)
         handled = _handle_failed(inventory, api, health)
     finally:
