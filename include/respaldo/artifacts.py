@@ -245,7 +245,7 @@ class _CountingReader:
         return data
 
 
-def _grow_pipe(handle) -> None:
+def grow_pipe(handle) -> None:
     """Ask for a 1 MiB pipe: with the default 64 KiB, Python reads fall far behind the producer."""
     with contextlib.suppress(OSError):
         fcntl.fcntl(handle.fileno(), F_SETPIPE_SZ, 1 << 20)
@@ -266,7 +266,7 @@ def copy_compressed(argv: Sequence[str], dest: Path, *, env: Mapping[str, str], 
             list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, env=dict(env)
         )
         try:
-            _grow_pipe(proc.stdout)
+            grow_pipe(proc.stdout)
             reader = _CountingReader(proc.stdout, log, what)
             with open(dest, "xb") as handle:
                 writer = _HashingWriter(handle, None, log)
@@ -288,41 +288,6 @@ def copy_compressed(argv: Sequence[str], dest: Path, *, env: Mapping[str, str], 
     log.info("%s terminó: %s copiados, %s comprimidos, en %.1f s (%s/s)", what, human_bytes(reader.count),
              human_bytes(writer.written), elapsed, human_bytes(reader.count / max(elapsed, 1e-9)))
     return reader.count, writer.written, writer.digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class Scan:
-    """What reading a compressed copy to its end found: its size, first and last bytes."""
-
-    size: int
-    head: bytes
-    tail: bytes
-
-
-def scan_compressed(path: Path, sink: Callable[[bytes], bool] | None = None, edge: int = 64 * 1024) -> Scan:
-    """Decompress ``path`` to the end, which checks zstd's checksum of the whole copy.
-
-    ``sink`` gets the decompressed chunks in order for as long as it returns True (a reader such as
-    ``pg_restore --list`` may stop early; the check still reads to the end). Memory stays flat.
-    """
-    from respaldo.errors import DateCheckError
-
-    head = bytearray()
-    tail = b""
-    size = 0
-    wanted = sink is not None
-    try:
-        with open(path, "rb") as handle, zstandard.ZstdDecompressor().stream_reader(handle, read_size=CHUNK) as reader:
-            while chunk := reader.read(CHUNK):
-                if len(head) < edge:
-                    head += chunk[: edge - len(head)]
-                tail = (tail + chunk[-edge:])[-edge:]
-                size += len(chunk)
-                if wanted:
-                    wanted = sink(chunk)
-    except zstandard.ZstdError as err:
-        raise DateCheckError(f"La copia comprimida {path.name} está dañada o incompleta ({err}).") from err
-    return Scan(size, bytes(head), tail)
 
 
 def place_compressed(staged: Path, final: Path, sha256: str, original_bytes: int, log: logging.Logger) -> Artifact:

@@ -18,19 +18,18 @@ import datetime as dt
 import logging
 import os
 import subprocess
-import tarfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from respaldo.errors import CopyError, DateCheckError
+from respaldo.integridad import DATABASE_MEMBER, Verification
 from respaldo.process import run_to_file
 from respaldo.sources.base import CopyResult, Source, TargetBase
 from respaldo.sources.files import TAR_OK, FilesTarget, tar_argv
 from respaldo.ssh import explain_ssh_failure, ssh_session
 
-DATABASE_MEMBER = "base_de_datos"
 FILES_PREFIX = "archivos/"
 
 
@@ -133,23 +132,13 @@ class PortalSource(Source):
             dump.unlink(missing_ok=True)
         return CopyResult(path=dest, bytes=dest.stat().st_size)
 
-    def read_stamp(self, target: PortalTarget, path: Path) -> dt.datetime | None:
-        """The database dump's own creation date, read from inside the portal's tar."""
+    def read_stamp(self, target: PortalTarget, path: Path, verified: Verification) -> dt.datetime | None:
+        """The database dump's own creation date, which the verification read inside the portal's tar."""
         source, database = self._database(target)
         name = f"{DATABASE_MEMBER}.{source.extension}"
-        try:
-            with tarfile.open(path, "r:") as archive:
-                member = archive.getmember(name)
-                extracted = path.with_name(f".{name}.verificar")
-                with archive.extractfile(member) as inner, open(extracted, "wb") as out:
-                    while block := inner.read(1 << 20):
-                        out.write(block)
-        except (KeyError, tarfile.TarError) as err:
-            raise DateCheckError(f"La copia del portal {path.name} no trae su base de datos ({name}).") from err
-        try:
-            return source.read_stamp(database, extracted)
-        finally:
-            extracted.unlink(missing_ok=True)
+        if verified.database_member != name:
+            raise DateCheckError(f"La copia del portal {path.name} no trae su base de datos ({name}).")
+        return source.read_stamp(database, path, verified)
 
     def check(self, target: PortalTarget) -> str:
         from respaldo.sources import source_for
