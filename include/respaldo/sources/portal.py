@@ -27,7 +27,7 @@ from respaldo.errors import CopyError, DateCheckError
 from respaldo.integridad import DATABASE_MEMBER, Verification
 from respaldo.process import run_to_file
 from respaldo.sources.base import CopyResult, Source, TargetBase
-from respaldo.sources.files import TAR_OK, FilesTarget, tar_argv
+from respaldo.sources.files import TAR_OK, FilesTarget, tar_argv, warn_changed
 from respaldo.ssh import explain_ssh_failure, ssh_session
 
 FILES_PREFIX = "archivos/"
@@ -106,13 +106,13 @@ class PortalSource(Source):
         if files.conn_id is None:
             log.info("Portal %s: archivos de %s en este servidor", target.id, files.path)
             run_to_file(argv, dest, env=dict(os.environ), log=log, what="tar de los archivos del portal",
-                        ok_codes=TAR_OK)
+                        ok_codes=TAR_OK, warn=warn_changed)
         else:
             with ssh_session(files.conn_id, known_hosts=files.known_hosts) as session:
                 log.info("Portal %s: archivos de %s en %s por SSH", target.id, files.path, session.describe())
                 run_to_file(session.argv(argv), dest, env=session.env, log=log,
                             what=f"tar de los archivos del portal por SSH en {session.describe()}",
-                            secrets=session.secrets, ok_codes=TAR_OK,
+                            secrets=session.secrets, ok_codes=TAR_OK, warn=warn_changed,
                             explain=lambda text, code: explain_ssh_failure(text, session, code))
         source, database = self._database(target)
         dump = dest.with_name(f"{DATABASE_MEMBER}.{source.extension}")
