@@ -308,6 +308,19 @@ def test_an_artifact_of_several_zstd_frames_is_read_across_all_of_them(tmp_path)
     assert integridad.verify_staged(path).reason.startswith(f"La copia {path.name} está truncada")
 
 
+@pytest.mark.parametrize("stray", [b"\n", b"ab", b"abc", b"abcdefgh"], ids=["1-byte", "2-bytes", "3-bytes", "8-bytes"])
+def test_a_few_stray_bytes_after_the_last_frame_are_named_as_leftover_data(tmp_path, stray):
+    """Even fewer bytes than a frame's magic number are leftovers, not a cut frame; what comes before is whole."""
+    data = b"copia completa " * 20_000
+    path = _compressed(tmp_path / "sobrante.bin.zst", data)
+    path.write_bytes(path.read_bytes() + stray)
+
+    result = integridad.verify_staged(path)
+    assert result.reason == ("La copia sobrante.bin.zst tiene datos sobrantes después del final del último bloque "
+                             "comprimido.")
+    assert result.decompressed_bytes == len(data)
+
+
 # --- the format's own check, behind an intact compression -------------------------------------------
 
 

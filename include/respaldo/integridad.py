@@ -222,8 +222,10 @@ def _zstd_problem(name: str, err: zstandard.ZstdError) -> str:
 class _StoredBytes:
     """The stored file as the decompressor reads it: counted, hashed and its zstd frames walked.
 
-    Once the walker finds something that is not zstd, the decompressor is given no more bytes: it
-    finishes the frames before that point (verifying their checksums) and the walker says what is wrong.
+    Only bytes the walker has seen belong to zstd frames reach the decompressor: once it finds
+    something else (or a stream ends in the middle of a frame's magic number), the decompressor gets
+    no more, finishes the frames before that point (verifying their checksums) and the walker says
+    what is wrong.
     """
 
     def __init__(self, handle, digest, frames: _FrameWalker | None):
@@ -231,15 +233,25 @@ class _StoredBytes:
         self.digest = digest
         self.frames = frames
         self.count = 0
+        self.held = b""  # read, but not yet known to belong to a frame (at most a magic number's 3 bytes)
+        self.released = 0
 
     def read(self, size: int = -1) -> bytes:
-        data = self.handle.read(CHUNK if size is None or size < 0 else size)
-        self.count += len(data)
-        if self.digest is not None:
-            self.digest.update(data)
-        if self.frames is not None and data:
-            return data[: self.frames.feed(data)]
-        return data
+        while True:
+            data = self.handle.read(CHUNK if size is None or size < 0 else size)
+            self.count += len(data)
+            if self.digest is not None:
+                self.digest.update(data)
+            if self.frames is None:
+                return data
+            self.frames.feed(data)
+            waiting = self.held + data if self.held else data
+            release = max(self.frames.valid_until - self.released, 0)
+            self.released += release
+            self.held = b"" if self.frames.problem else waiting[release:]
+            out = waiting[:release]  # the very chunk read, uncopied, when it is all frames
+            if out or not data or self.frames.problem:
+                return out
 
     def drain(self) -> None:
         """Hash what the decompressor did not read (it stopped at damage): the sum covers the whole file."""
@@ -264,14 +276,16 @@ class _FrameWalker:
         self.need = 4
         self.state = "magic"
         self.skip = 0
+        self.offset = 0
+        self.valid_until = 0
         self.frames = 0
         self.checksum_left = False
         self.problem: str | None = None
 
-    def feed(self, data: bytes) -> int:
-        """Take the next stored bytes; return how many of them belong to zstd frames."""
+    def feed(self, data: bytes) -> None:
+        """Take the next stored bytes; ``valid_until`` then says how far the stream is zstd frames."""
         if self.problem:
-            return 0
+            return
         view = memoryview(data)
         pos, end = 0, len(view)
         while pos < end:
@@ -287,8 +301,11 @@ class _FrameWalker:
                 header = bytes(self.pending)
                 self.pending.clear()
                 if not self._parse(header):
-                    return max(pos - len(header), 0)
-        return end
+                    self.valid_until = self.offset + pos - len(header)
+                    return
+        self.offset += end
+        # Bytes of a magic number not yet complete may be the start of something that is not zstd.
+        self.valid_until = self.offset - (len(self.pending) if self.state == "magic" else 0)
 
     def _parse(self, header: bytes) -> bool:
         if self.state == "magic":
@@ -329,20 +346,22 @@ class _FrameWalker:
 
     def finish(self, problems: list[str]) -> None:
         """After the last stored byte: note what is wrong with how the stream ended, if anything."""
+        cut = f"La copia {self.name} está truncada: termina antes del final del último bloque comprimido."
         if self.problem:
             problems.append(self.problem)
         elif self.frames == 0:
-            problems.append(f"La copia {self.name} está vacía: no trae ningún bloque comprimido.")
-        elif self.state != "magic" or self.pending:
-            problems.append(f"La copia {self.name} está truncada: termina antes del final del último bloque "
+            problems.append(f"La copia {self.name} no es un archivo zstd." if self.pending else
+                            f"La copia {self.name} está vacía: no trae ningún bloque comprimido.")
+        elif self.state != "magic":
+            problems.append(cut)
+        elif self.pending:  # fewer than 4 bytes after the last frame: too short to be another one
+            problems.append(f"La copia {self.name} tiene datos sobrantes después del final del último bloque "
                             "comprimido.")
+        elif self.skip and self.checksum_left and self.skip <= 4:
+            problems.append(f"La copia {self.name} está truncada: le faltan los últimos bytes (la suma de "
+                            "verificación interna del último bloque comprimido).")
         elif self.skip:
-            if self.checksum_left and self.skip <= 4:
-                problems.append(f"La copia {self.name} está truncada: le faltan los últimos bytes (la suma de "
-                                "verificación interna del último bloque comprimido).")
-            else:
-                problems.append(f"La copia {self.name} está truncada: termina antes del final del último bloque "
-                                "comprimido.")
+            problems.append(cut)
 
 
 # --- format checks: each gets the decompressed bytes in order, then says what it found ---------------
@@ -629,9 +648,6 @@ class _TarCheck:
         if not self.ended:
             return _Outcome((f"La copia {self.name} está truncada: el archivo tar termina sin su marca de fin.",
                              *inner.problems), member=self.member)
-        if self.routed:
-            return _Outcome((f"La copia {self.name} está truncada: la base de datos que trae está incompleta.",),
-                            member=self.member)
         return _Outcome(inner.problems, inner.created_at, self.member)
 
     def abort(self) -> None:
