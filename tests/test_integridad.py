@@ -8,6 +8,7 @@ disks and transfers damage files, and read back with :mod:`respaldo.integridad` 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import io
@@ -18,6 +19,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -439,3 +441,29 @@ def test_the_check_tools_get_no_secret_from_the_worker(good, monkeypatch, tmp_pa
     environment = seen.read_text()
     assert "clave-que-no-debe-salir" not in environment and "AIRFLOW_CONN" not in environment
     assert "LC_ALL=C" in environment and "TZ=UTC" in environment
+
+
+def _children() -> set[tuple[str, str]]:
+    """(pid, command name) of this process's child processes (the test servers among them)."""
+    found = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                found.add((pid, (Path("/proc") / pid / "comm").read_text().strip()))
+    return found
+
+
+def test_a_verification_stopped_halfway_leaves_no_tool_running_and_no_thread(good, monkeypatch, tmp_path):
+    """pg_restore is missing when the portal's dump shows up mid-stream: tar is stopped and the threads end."""
+    from respaldo.errors import RespaldoError
+
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "tar").symlink_to(shutil.which("tar"))
+    monkeypatch.setenv("PATH", str(tools))
+    threads, children = threading.active_count(), _children()
+
+    with pytest.raises(RespaldoError, match="^No está instalado «pg_restore» en esta máquina"):
+        integridad.verify_artifact(good["portal"].path)
+    assert _children() == children
+    assert threading.active_count() == threads

@@ -28,9 +28,11 @@ import contextlib
 import datetime as dt
 import hashlib
 import os
+import queue
 import re
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,29 +141,33 @@ def _verify(path: Path, *, sidecar: bool, expected_sha256: str | None, expected_
     decompressed = 0
     decode_error = None
     check = _checker(kind, name)
+    stored = feeder = None
     try:
         with open(path, "rb") as handle:
-            source = _StoredBytes(handle, digest, frames)
+            stored = _ReadAhead(_StoredBytes(handle, digest, frames))
+            feeder = _Feeder(check)
             try:
                 if compressed:
-                    with zstandard.ZstdDecompressor().stream_reader(source, read_size=CHUNK, read_across_frames=True,
+                    with zstandard.ZstdDecompressor().stream_reader(stored, read_size=CHUNK, read_across_frames=True,
                                                                     closefd=False) as reader:
                         while chunk := reader.read(CHUNK):
                             decompressed += len(chunk)
-                            check.write(chunk)
+                            feeder.write(chunk)
                 else:
-                    while chunk := source.read(CHUNK):
+                    while chunk := stored.read(CHUNK):
                         decompressed += len(chunk)
-                        check.write(chunk)
+                        feeder.write(chunk)
             except zstandard.ZstdError as err:
                 decode_error = _zstd_problem(name, err)
-            source.drain()
-    except OSError as err:
-        check.abort()
-        return _result(path, started, [f"No se pudo leer la copia {name}: {err.strerror}."], kind, 0, None,
-                       decompressed, _Outcome())
-    except BaseException:
-        check.abort()
+            feeder.close()
+            stored.finish()
+    except BaseException as err:
+        for stage in (stored, check, feeder):  # the tools first: a feeder blocked on a pipe is then released
+            if stage is not None:
+                stage.abort()
+        if isinstance(err, OSError) and not isinstance(err, BrokenPipeError):
+            return _result(path, started, [f"No se pudo leer la copia {name}: {err.strerror}."], kind, 0, None,
+                           decompressed, _Outcome())
         raise
     if frames is not None:  # the walker saw where the stream stopped being zstd: that explains the rest
         if frames.problem or not decode_error:
@@ -184,7 +190,7 @@ def _verify(path: Path, *, sidecar: bool, expected_sha256: str | None, expected_
         if expected_sha256 is not None and expected_sha256 != sha256:
             sums.append(f"La suma SHA-256 de {name} no coincide con {expected_from}: el archivo cambió o se dañó "
                         "después de escrito.")
-    return _result(path, started, problems + sums, kind, source.count, sha256, decompressed, outcome)
+    return _result(path, started, problems + sums, kind, stored.source.count, sha256, decompressed, outcome)
 
 
 def _result(path: Path, started: float, problems: list[str], kind: Format, stored: int, sha256: str | None,
@@ -260,6 +266,107 @@ class _StoredBytes:
         while block := self.handle.read(CHUNK):
             self.count += len(block)
             self.digest.update(block)
+
+
+class _ReadAhead:
+    """Reads the stored file ahead in a thread of its own: hashing and walking the frames happen there.
+
+    File reads, hashlib and zstd all release the GIL, so on a machine with two cores hashing and
+    decompressing overlap instead of adding up. At most a few chunks wait in between (flat memory).
+    Once the decompressor stops (damage), the rest of the file is still hashed for the sum.
+    """
+
+    def __init__(self, source: _StoredBytes):
+        self.source = source
+        self.chunks: queue.Queue[bytes] = queue.Queue(maxsize=4)
+        self.forwarding = True
+        self.abandoned = False
+        self.ended = False
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="respaldo-verificar-lectura", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while self.forwarding:
+                data = self.source.read(CHUNK)
+                self._put(data)
+                if not data:
+                    break
+            if not self.abandoned:
+                self.source.drain()
+        except BaseException as err:  # handed to the reading thread, which raises it
+            self.error = err
+            self._put(b"")
+
+    def _put(self, data: bytes) -> None:
+        while self.forwarding:
+            try:
+                self.chunks.put(data, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, size: int = -1) -> bytes:
+        """The next stored bytes that belong to zstd frames; b"" at their end (as a file would)."""
+        if self.ended:
+            return b""
+        data = self.chunks.get()
+        if self.error is not None:
+            raise self.error
+        self.ended = not data
+        return data
+
+    def finish(self) -> None:
+        """Stop handing bytes over, let the sum cover the rest of the file, and wait for the thread."""
+        self.forwarding = False
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abort(self) -> None:
+        self.abandoned = True
+        self.forwarding = False
+        self.thread.join()
+
+
+class _Feeder:
+    """Hands the decompressed bytes to the format check in a thread of its own.
+
+    Writing into the checking tools' pipes then overlaps with decompressing the next chunk. A
+    failure of the check (a tool that could not start) is raised in the decompressing thread.
+    """
+
+    def __init__(self, check):
+        self.check = check
+        self.chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="respaldo-verificar-formato", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self.chunks.get()) is not None:
+            if self.error is None:
+                try:
+                    self.check.write(chunk)
+                except BaseException as err:  # handed to the decompressing thread, which raises it
+                    self.error = err
+
+    def write(self, chunk: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self.chunks.put(chunk)
+
+    def close(self) -> None:
+        self.chunks.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abort(self) -> None:
+        self.error = self.error or RuntimeError("verificación interrumpida")
+        self.chunks.put(None)
+        self.thread.join()
 
 
 class _FrameWalker:
