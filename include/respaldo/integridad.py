@@ -15,11 +15,13 @@ something weaker let such a copy through:
   ``-- Dump completed`` line; a portal's tar gets the check of the database dump it carries;
 - a stored artifact's bytes must match its ``.sha256`` file and, when given, the register's sum.
 
-All of it happens in one streaming pass: 1 MiB reads, the stored bytes hashed and decompressed in
-this process, the tools fed through pipes with a large buffer, running on the other cores. Nothing is
-held in memory whatever the size of the copy. :func:`verify_artifact` checks a stored artifact (the
-``respaldo verificar`` command builds on it); :func:`verify_staged` checks a copy in staging before
-it has a ``.sha256`` (task ``verificar_fecha``).
+All of it happens in one streaming pass of 1 MiB reads, in three stages that overlap on a machine
+with several cores: one thread reads, hashes and walks the stored bytes, one decompresses, one feeds
+the checking tools through pipes with a large buffer (the tools run on their own). At most a few
+chunks wait between stages: memory stays flat whatever the size of the copy.
+
+:func:`verify_artifact` checks a stored artifact (the ``respaldo verificar`` command builds on it);
+:func:`verify_staged` checks a copy in staging before it has a ``.sha256`` (task ``verificar_fecha``).
 """
 
 from __future__ import annotations
