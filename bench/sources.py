@@ -2,7 +2,7 @@
 
 1. MariaDB: a throwaway ``devtools.servers.MariaDBServer`` with a ``tesoreria_mariadb_sql`` database
    (about 300 MB on disk) and a least-privilege backup user. Ours: ``MysqlSource().copy`` to a
-   ``.sql.zst`` then ``read_stamp`` (copia + verificar_fecha), timed in a helper process
+   ``.sql.zst`` then ``verify_staged`` and ``read_stamp`` (copia + verificar_fecha), timed in a helper process
    (``python -m bench.sources``) after its imports, the connection in ``AIRFLOW_CONN_*``. Bare:
    ``mariadb-dump <DUMP_OPTIONS> DB | zstd -3 -T0 > file`` with the same credentials in a
    defaults-extra-file.
@@ -290,8 +290,9 @@ def data_text(data: dict) -> str:
             f"SSH: one {ssh['file_bytes'] / MB:,.0f} MB file ({SSH_RANDOM_MB} MiB random + {SSH_TEXT_MB} MiB text).")
 
 
-HOW = """- 8: `MysqlSource().copy(target, X.sql.zst)` then `read_stamp` (copia + verificar_fecha: the dump compressed
-  in flight, fsync, then the whole file decompressed and its footer read), timed in a helper process
+HOW = """- 8: `MysqlSource().copy(target, X.sql.zst)` then `verify_staged` and `read_stamp` (copia + verificar_fecha:
+  the dump compressed in flight, fsync, then the whole file hashed, decompressed to the end of its last frame and
+  its footer read), timed in a helper process
   (`python -m bench.sources mysql`) after its imports, the connection in `AIRFLOW_CONN_MARIA_BENCH` for a user
   with only SELECT, SHOW VIEW, TRIGGER, EVENT and SELECT on mysql.proc. Bare: `bash -c "mariadb-dump
   --defaults-extra-file=F <mysql.DUMP_OPTIONS> DB | zstd -3 -T0 > file"`, same user, no fsync, no read-back.
@@ -315,6 +316,7 @@ def _helper(kind: str, target_json: str, dest: str, out: str) -> None:
     target_dict, path = json.loads(target_json), Path(dest)
     result: dict = {}
     if kind == "mysql":
+        from respaldo.integridad import verify_staged
         from respaldo.sources.mysql import MysqlSource
 
         source = MysqlSource()
@@ -322,7 +324,10 @@ def _helper(kind: str, target_json: str, dest: str, out: str) -> None:
         began = time.perf_counter()
         copied = source.copy(target, path, log)
         middle = time.perf_counter()
-        source.read_stamp(target, path)
+        verified = verify_staged(path, expected_sha256=copied.sha256, original_bytes=copied.original_bytes)
+        if not verified.intact:
+            raise SystemExit(verified.reason)
+        source.read_stamp(target, path, verified)
         ended = time.perf_counter()
         result.update(copy_s=middle - began, check_s=ended - middle, work_s=ended - began,
                       compressed_bytes=copied.bytes, original_bytes=copied.original_bytes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import os
 import subprocess
@@ -10,6 +11,7 @@ import zoneinfo
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from respaldo import artifacts
 from respaldo.errors import ArtifactError
@@ -78,6 +80,102 @@ def test_a_full_disk_fails_with_a_plain_message_and_leaves_no_partial_file(origi
     assert "No hay espacio en disco" in str(failure.value) and str(tiny_disk) in str(failure.value)
     assert sorted(p.name for p in tiny_disk.iterdir()) == ["anterior.dump.zst"]
     assert earlier.read_bytes() == b"respaldo anterior"
+
+
+def fill_leaving(mountpoint: Path, pages: int) -> Path:
+    """Fill a tmpfs (it allocates whole 4 KiB pages) so exactly ``pages`` pages stay free."""
+    stat = os.statvfs(mountpoint)
+    assert stat.f_bsize == 4096 and stat.f_bavail >= pages
+    filler = mountpoint / "relleno"
+    with open(filler, "wb") as handle:
+        handle.write(b"\0" * ((stat.f_bavail - pages) * 4096))
+    assert os.statvfs(mountpoint).f_bavail == pages
+    return filler
+
+
+def pages_of(size: int) -> int:
+    return -(-size // 4096)
+
+
+def earlier_artifact(folder: Path) -> Path:
+    """A real earlier artifact with its .sha256, made by respaldo itself."""
+    source = folder.parent / "anterior.tar"
+    source.write_bytes(b"respaldo anterior de la gobernaci\xc3\xb3n\n" * 1000)
+    artifact = artifacts.compress(source, folder / "objetivo_20260101T130000.tar.zst", log)
+    source.unlink()
+    return artifact.path
+
+
+def assert_still_verifies(artifact: Path) -> None:
+    check = subprocess.run(["sha256sum", "-c", artifact.name + ".sha256"], cwd=artifact.parent, capture_output=True,
+                           text=True)
+    assert check.returncode == 0 and check.stdout.strip() == f"{artifact.name}: OK", check.stdout + check.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 4 MiB tmpfs: the tests fill it to the page."""
+    mountpoint = tmp_path / "disco"
+    mountpoint.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mountpoint)], check=True)
+    yield mountpoint
+    subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+def test_a_disk_that_fills_before_the_checksum_of_a_compressed_copy_leaves_neither_file(original, small_disk, tmp_path):
+    """The artifact fits on the disk and its .sha256 does not: neither gets its name, nothing temporary stays."""
+    folder = small_disk / "diario" / "objetivo"
+    folder.mkdir(parents=True)
+    earlier = earlier_artifact(folder)
+    size = artifacts.compress(original, tmp_path / "ensayo.dump.zst", log).compressed_bytes
+    filler = fill_leaving(small_disk, pages_of(size))
+
+    final = folder / "objetivo_20260102T130000.dump.zst"
+    with pytest.raises(ArtifactError) as failure:
+        artifacts.compress(original, final, log)
+
+    assert str(failure.value).startswith(f"No hay espacio en disco en {folder} (")
+    assert "libres) para guardar el respaldo objetivo_20260102T130000.dump.zst con su suma de verificación" in str(
+        failure.value)
+    assert sorted(p.name for p in folder.iterdir()) == [earlier.name, earlier.name + ".sha256"]
+    assert sorted(p.name for p in small_disk.iterdir()) == ["diario", filler.name]
+    assert_still_verifies(earlier)
+
+
+def test_a_disk_that_fills_before_the_checksum_of_a_copy_compressed_in_flight_leaves_neither_file(small_disk):
+    """place_compressed gives a staged .zst its name: on a full disk no name appears and the staged copy stays."""
+    folder = small_disk / "diario" / "objetivo"
+    folder.mkdir(parents=True)
+    earlier = earlier_artifact(folder)
+    staged = artifacts.staging_dir(small_disk, "diario", "objetivo", "manual__2026-01-02T13:00:00+00:00")
+    staged.mkdir(parents=True)
+    copy = staged / "objetivo.dump.zst"
+    data = zstandard.ZstdCompressor(write_checksum=True).compress(b"copia comprimida al llegar\n" * 5000)
+    copy.write_bytes(data)
+    fill_leaving(small_disk, 0)
+
+    final = folder / "objetivo_20260102T130000.dump.zst"
+    with pytest.raises(ArtifactError, match=f"^No hay espacio en disco en {folder} \\(0 B libres\\)"):
+        artifacts.place_compressed(copy, final, hashlib.sha256(data).hexdigest(), 5000 * 27, log)
+
+    assert sorted(p.name for p in folder.iterdir()) == [earlier.name, earlier.name + ".sha256"]
+    assert [p.name for p in staged.iterdir()] == [copy.name] and copy.read_bytes() == data
+    assert_still_verifies(earlier)
+
+
+def test_a_retry_after_a_full_disk_publishes_the_artifact_with_its_checksum(original, small_disk, tmp_path):
+    folder = small_disk / "objetivo"
+    folder.mkdir()
+    size = artifacts.compress(original, tmp_path / "ensayo.dump.zst", log).compressed_bytes
+    filler = fill_leaving(small_disk, pages_of(size))
+    final = folder / "objetivo_20260102T130000.dump.zst"
+    with pytest.raises(ArtifactError, match="No hay espacio en disco"):
+        artifacts.compress(original, final, log)
+
+    filler.unlink()
+    artifact = artifacts.compress(original, final, log)
+    assert sorted(p.name for p in folder.iterdir()) == [final.name, final.name + ".sha256"]
+    assert_still_verifies(artifact.path)
 
 
 def test_staging_removal_never_touches_anything_outside_staging(tmp_path):

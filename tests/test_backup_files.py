@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pwd
+import random
 import shutil
 import stat
 import subprocess
@@ -144,6 +146,68 @@ def cut_ssh_once_staged(root: Path, sshd, more_than: int):
         yield cut
     finally:
         watcher.join()
+
+
+@contextlib.contextmanager
+def writing_into(path: Path, span: int, interval: float = 0.002):
+    """While the block runs, something keeps writing 4 KiB pieces inside the first ``span`` bytes of ``path``.
+
+    The size never changes, only the content (and so the modification time): the way a running
+    virtual machine writes into its disk, or a person saves a document in a share.
+    """
+    stop = threading.Event()
+    writes: list[int] = []
+
+    def write() -> None:
+        with open(path, "r+b", buffering=0) as handle:
+            while not stop.is_set():
+                offset = random.randrange(0, span - 4096)
+                handle.seek(offset)
+                handle.write(os.urandom(4096))
+                writes.append(offset)
+                time.sleep(interval)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        yield writes
+    finally:
+        stop.set()
+        writer.join()
+
+
+class Collected(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_a_file_that_changes_during_the_copy_is_kept_and_named_in_a_warning(tmp_path):
+    """A document saved while tar reads it is ordinary for a share: the copy counts, the log names the file."""
+    from respaldo.sources.files import FilesSource, FilesTarget
+
+    tree = make_tree(tmp_path / "portal")
+    busy = tree / "uploads" / "año 2026" / "acta en edición.odt"
+    with open(busy, "wb") as handle:
+        handle.truncate(128 << 20)
+    warnings = Collected()
+    logger = logging.getLogger("prueba.archivos_en_uso")
+    logger.addHandler(warnings)
+    target = FilesTarget.model_validate({**FILES, "path": str(tree), "mechanism": "automatic", "responsible": "x"})
+    try:
+        with writing_into(busy, 128 << 20) as writes:
+            result = FilesSource().copy(target, tmp_path / "copia.tar", logger)
+    finally:
+        logger.removeHandler(warnings)
+
+    assert writes and result.bytes > 128 << 20
+    listing = subprocess.run(["tar", "--list", f"--file={result.path}"], capture_output=True, text=True, check=True)
+    assert "uploads/año 2026/acta en edición.odt" in listing.stdout.splitlines()
+    assert ("tar: 1 archivo(s) cambiaron mientras se copiaban; la copia guarda cada uno como estaba al leerlo: "
+            "uploads/año 2026/acta en edición.odt") in warnings.messages, warnings.messages
 
 
 def test_a_transfer_cut_halfway_leaves_no_partial_file_and_keeps_earlier_backups(backups, sshd, tree,

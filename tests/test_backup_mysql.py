@@ -244,7 +244,7 @@ def test_a_killed_dump_leaves_nothing_partial_and_no_secret_in_argv_or_environme
 
 
 @pytest.mark.parametrize("damage", ["intact", "footer cut", "cut midway", "empty", "not a dump", "no dump date"])
-def test_a_truncated_or_damaged_dump_fails_the_date_check(source_mariadb, tmp_path, damage):
+def test_a_truncated_or_damaged_dump_fails_the_date_check_even_inside_a_whole_zst(source_mariadb, tmp_path, damage):
     """verificar_fecha reads the date mariadb-dump writes as its last line; a dump without it is incomplete."""
     from airflow.sdk.exceptions import AirflowFailException
 
@@ -254,10 +254,14 @@ def test_a_truncated_or_damaged_dump_fails_the_date_check(source_mariadb, tmp_pa
     good = dump_by_hand(source_mariadb, tmp_path / "buena.sql", *(["--skip-dump-date"] if damage == "no dump date"
                                                                    else []))
     data = good.read_bytes()
-    copy = tmp_path / "copia.sql"
-    copy.write_bytes({"footer cut": data[: data.rindex(b"\n-- Dump completed")], "cut midway": data[: len(data) // 2],
-                      "empty": b"", "not a dump": b"hola " * 100}.get(damage, data))
-    info = {"staging": str(copy), "bytes": copy.stat().st_size, "started_at": started.isoformat()}
+    damaged = {"footer cut": data[: data.rindex(b"\n-- Dump completed")], "cut midway": data[: len(data) // 2],
+               "empty": b"", "not a dump": b"hola " * 100}.get(damage, data)
+    copy = tmp_path / "copia.sql.zst"  # what production stages: the dump compressed as it arrived
+    copy.write_bytes(subprocess.run(["zstd", "-q", "-c", "--check"], input=damaged, capture_output=True,
+                                    check=True).stdout)
+    info = {"staging": str(copy), "bytes": copy.stat().st_size, "started_at": started.isoformat(),
+            "compressed": True, "original_bytes": len(damaged),
+            "sha256": hashlib.sha256(copy.read_bytes()).hexdigest()}
     if damage == "intact":
         checked = tasks.verificar_fecha(TESORERIA | FILLED, {"timezone": "America/Bogota"}, info)
         assert started <= dt.datetime.fromisoformat(checked["backup_at"]) <= dt.datetime.now(dt.UTC)
@@ -265,7 +269,7 @@ def test_a_truncated_or_damaged_dump_fails_the_date_check(source_mariadb, tmp_pa
     with pytest.raises(AirflowFailException) as failure:
         tasks.verificar_fecha(TESORERIA | FILLED, {"timezone": "America/Bogota"}, info)
     message = str(failure.value)
-    assert "copia.sql" in message
+    assert message.startswith("La copia copia.sql.zst ")
     assert {"footer cut": "está incompleta o truncada", "cut midway": "está incompleta o truncada",
             "empty": "está vacía", "not a dump": "no es un volcado de mariadb-dump",
             "no dump date": "sin --dump-date"}[damage] in message

@@ -232,9 +232,14 @@ def test_the_scheduled_slot_and_the_real_copy_time_are_both_kept(backups, regist
                      row["artifact_path"])
 
 
-@pytest.mark.parametrize("damage", ["empty", "truncated header", "not a dump"])
-def test_a_damaged_copy_fails_the_date_check(backups, damage, source_pg, tmp_path):
-    """verificar_fecha reads the date pg_dump stamped; a copy without a readable one is rejected."""
+@pytest.mark.parametrize(("damage", "reason"), [
+    ("empty", "La copia copia.dump.zst está vacía."),
+    ("truncated header", "La copia copia.dump.zst está truncada: el archivo de pg_dump termina antes de tiempo"),
+    ("cut midway", "La copia copia.dump.zst está truncada: el archivo de pg_dump termina antes de tiempo"),
+    ("not a dump", "La copia copia.dump.zst no es un archivo de pg_dump completo y legible"),
+])
+def test_a_damaged_dump_fails_the_date_check_even_inside_a_whole_zst(backups, damage, reason, source_pg, tmp_path):
+    """The compression is intact, the dump inside it is not: pg_restore reads it whole and says so."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from respaldo import tasks
@@ -242,17 +247,19 @@ def test_a_damaged_copy_fails_the_date_check(backups, damage, source_pg, tmp_pat
     backups.write([FINANCIERO])
     good = tmp_path / "bueno.dump"
     subprocess.run(["pg_dump", "-Fc", "-Z0", "-f", str(good)], check=True, env=source_pg.env(database="financiero"))
-    copy = tmp_path / "copia.dump"
     data = good.read_bytes()
-    copy.write_bytes({"empty": b"", "truncated header": data[:40], "not a dump": b"hola " * 100}[damage])
+    damaged = {"empty": b"", "truncated header": data[:40], "cut midway": data[: len(data) // 2],
+               "not a dump": b"hola " * 100}[damage]
+    copy = tmp_path / "copia.dump.zst"
+    copy.write_bytes(subprocess.run(["zstd", "-q", "-c", "--check"], input=damaged, capture_output=True,
+                                    check=True).stdout)
     started = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).isoformat()
-    info = {"staging": str(copy), "bytes": copy.stat().st_size, "started_at": started}
+    info = {"staging": str(copy), "bytes": copy.stat().st_size, "started_at": started, "compressed": True,
+            "original_bytes": len(damaged), "sha256": hashlib.sha256(copy.read_bytes()).hexdigest()}
     settings = {"timezone": "America/Bogota"}
     with pytest.raises(AirflowFailException) as failure:
         tasks.verificar_fecha(FINANCIERO | {"mechanism": "automatic", "responsible": "x"}, settings, info)
-    message = str(failure.value)
-    assert "copia.dump" in message
-    assert ("vacía" in message) if damage == "empty" else ("no es un archivo de pg_dump legible" in message)
+    assert str(failure.value).startswith(reason), str(failure.value)
 
 
 def test_a_copy_stamped_outside_the_run_is_rejected(source_pg, tmp_path):

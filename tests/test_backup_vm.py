@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from test_backup_files import cut_ssh_once_staged
+from test_backup_files import cut_ssh_once_staged, writing_into
 from test_backup_postgres import states
 
 from devtools.servers import SSH_TEST_USER
@@ -109,3 +109,23 @@ def test_a_dropped_connection_fails_cleanly_and_the_after_command_still_runs(bac
     assert row["status"] == "failed" and "se cortó la conexión" in row["error"], row["error"]
     assert [p for p in backups.root.rglob("*") if p.is_file()] == []
     assert (hypervisor / "traza.log").read_text().split()[::2] == ["antes", "despues"]
+
+
+def test_an_image_written_to_during_the_copy_fails_and_leaves_no_artifact(backups, smtp, hypervisor, register_rows):
+    """A running machine writes into its disk while tar reads it: the copy is torn, so it is no backup."""
+    disk = hypervisor / "images" / "correo.img"
+    backups.write([vm_target(hypervisor)])
+    with writing_into(disk, 10 << 20) as writes:  # inside the first data region: the sparse map stays the same
+        run = backups.run("respaldo_servidores_virtuales")
+
+    assert writes
+    [row] = register_rows(target="correo_vm", run_id=run.run_id)
+    assert row["status"] == "failed" and row["step"] == "copia", row["error"]
+    assert f"la imagen {disk} cambió mientras se copiaba" in row["error"], row["error"]
+    assert "Tome una instantánea en el comando «antes» (before) y copie la instantánea, o apague la máquina" in row[
+        "error"]
+    assert row["artifact_path"] is None and row["sha256"] is None
+    assert [p for p in backups.root.rglob("*") if p.is_file()] == []
+    assert [line.split()[0] for line in (hypervisor / "traza.log").read_text().splitlines()] == ["antes", "despues"]
+    mail = smtp.wait_for(lambda m: run.run_id in m.get_body(("html",)).get_content())
+    assert "cambió mientras se copiaba" in mail.get_body(("html",)).get_content()

@@ -8,7 +8,9 @@ Layout (the contract)::
 Uncompressed copies wait in ``<root>/.staging/`` (same filesystem as the artifacts, so a shared
 backups volume serves every worker). An artifact is written under a hidden temporary name, flushed
 to disk and then linked to its final name, which fails rather than replace an existing file: nothing
-half-written ever carries a final name and no earlier artifact is ever overwritten.
+half-written ever carries a final name and no earlier artifact is ever overwritten. Its ``.sha256`` is
+written before either name appears and both names go again if anything fails: an artifact exists with
+its checksum, or not at all.
 """
 
 from __future__ import annotations
@@ -117,26 +119,69 @@ def _sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _place(tmp: Path, final: Path) -> None:
-    """Give ``tmp`` the name ``final`` without ever replacing an existing file."""
+def _link_new(existing: Path, name: Path) -> bool:
+    """Give ``existing`` the extra name ``name``; False if ``name`` is taken (a link never replaces)."""
     try:
-        os.link(tmp, final)
+        os.link(existing, name)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write a new file and flush it to disk."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
     finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(final.parent)
+        os.close(fd)
 
 
-def _write_checksum_file(final: Path, sha256: str) -> Path:
-    checksum = final.with_name(final.name + ".sha256")
-    tmp = checksum.with_name(f".{checksum.name}.tmp-{os.getpid()}")
-    tmp.write_text(f"{sha256}  {final.name}\n", encoding="ascii")
-    if checksum.exists():
-        tmp.unlink()
-        if checksum.read_text(encoding="ascii").split()[0] != sha256:
-            raise ArtifactError(f"Ya existe {checksum} con otra suma; no se sobrescribe.")
-        return checksum
-    _place(tmp, checksum)
-    return checksum
+def _publish(ready: Path, final: Path, sha256: str, log: logging.Logger) -> None:
+    """Give the finished file ``ready`` the name ``final`` with its ``.sha256`` beside it: both, or neither.
+
+    The sidecar's bytes are written first, under a temporary name, because that write is the step
+    that can still run out of space; only then is the artifact's name linked, then the sidecar's.
+    Links never replace a file: an existing artifact with the same bytes (a retried task) is kept as
+    it is, one with other bytes is refused and left alone. On any failure the names this call created
+    are removed, so an artifact never shows up without its checksum, and no temporary file is left.
+    ``ready`` itself is the caller's.
+    """
+    sidecar = final.with_name(final.name + ".sha256")
+    sidecar_tmp = sidecar.with_name(f".{sidecar.name}.tmp-{os.getpid()}")
+    created: list[Path] = []
+    try:
+        _write_new(sidecar_tmp, f"{sha256}  {final.name}\n".encode("ascii"))
+        if _link_new(ready, final):
+            created.append(final)
+        elif _sha256_of(final) != sha256:
+            raise ArtifactError(f"Ya existe otro respaldo con el nombre {final}; no se sobrescribe. Revise la "
+                                "fecha de creación de la copia.")
+        else:
+            log.info("El respaldo %s ya existía con el mismo contenido (reintento); se conserva.", final)
+        if _link_new(sidecar_tmp, sidecar):
+            created.append(sidecar)
+        elif sidecar.read_text(encoding="ascii").split()[:1] != [sha256]:
+            raise ArtifactError(f"Ya existe {sidecar} con otra suma; no se sobrescribe.")
+        _fsync_dir(final.parent)
+    except BaseException as err:
+        for path in reversed(created):
+            path.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            if err.errno == errno.ENOSPC:
+                free = shutil.disk_usage(final.parent).free
+                raise ArtifactError(
+                    f"No hay espacio en disco en {final.parent} ({human_bytes(free)} libres) para guardar el "
+                    f"respaldo {final.name} con su suma de verificación (.sha256); no quedó nada a medias. Libere "
+                    "espacio y reintente la tarea."
+                ) from err
+            raise ArtifactError(f"No se pudo guardar el respaldo {final}: {err.strerror}") from err
+        raise
+    finally:
+        sidecar_tmp.unlink(missing_ok=True)
 
 
 def compress(source: Path, final: Path, log: logging.Logger) -> Artifact:
@@ -168,15 +213,10 @@ def compress(source: Path, final: Path, log: logging.Logger) -> Artifact:
         tmp.unlink(missing_ok=True)
         raise
     sha256 = writer.digest.hexdigest()
-    if final.exists():
+    try:
+        _publish(tmp, final, sha256, log)
+    finally:
         tmp.unlink(missing_ok=True)
-        if _sha256_of(final) != sha256:
-            raise ArtifactError(f"Ya existe otro respaldo con el nombre {final}; no se sobrescribe. Revise la "
-                                "fecha de creación de la copia.")
-        log.info("El respaldo %s ya existía con el mismo contenido (reintento); se conserva.", final)
-    else:
-        _place(tmp, final)
-    _write_checksum_file(final, sha256)
     elapsed = time.monotonic() - writer.started
     log.info("comprimir terminó: %s -> %s (%.1f%%) en %.1f s; sha256 %s", human_bytes(original),
              human_bytes(writer.written), 100 * writer.written / max(original, 1), elapsed, sha256)
@@ -205,7 +245,7 @@ class _CountingReader:
         return data
 
 
-def _grow_pipe(handle) -> None:
+def grow_pipe(handle) -> None:
     """Ask for a 1 MiB pipe: with the default 64 KiB, Python reads fall far behind the producer."""
     with contextlib.suppress(OSError):
         fcntl.fcntl(handle.fileno(), F_SETPIPE_SZ, 1 << 20)
@@ -226,7 +266,7 @@ def copy_compressed(argv: Sequence[str], dest: Path, *, env: Mapping[str, str], 
             list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, env=dict(env)
         )
         try:
-            _grow_pipe(proc.stdout)
+            grow_pipe(proc.stdout)
             reader = _CountingReader(proc.stdout, log, what)
             with open(dest, "xb") as handle:
                 writer = _HashingWriter(handle, None, log)
@@ -250,51 +290,10 @@ def copy_compressed(argv: Sequence[str], dest: Path, *, env: Mapping[str, str], 
     return reader.count, writer.written, writer.digest.hexdigest()
 
 
-@dataclass(frozen=True)
-class Scan:
-    """What reading a compressed copy to its end found: its size, first and last bytes."""
-
-    size: int
-    head: bytes
-    tail: bytes
-
-
-def scan_compressed(path: Path, sink: Callable[[bytes], bool] | None = None, edge: int = 64 * 1024) -> Scan:
-    """Decompress ``path`` to the end, which checks zstd's checksum of the whole copy.
-
-    ``sink`` gets the decompressed chunks in order for as long as it returns True (a reader such as
-    ``pg_restore --list`` may stop early; the check still reads to the end). Memory stays flat.
-    """
-    from respaldo.errors import DateCheckError
-
-    head = bytearray()
-    tail = b""
-    size = 0
-    wanted = sink is not None
-    try:
-        with open(path, "rb") as handle, zstandard.ZstdDecompressor().stream_reader(handle, read_size=CHUNK) as reader:
-            while chunk := reader.read(CHUNK):
-                if len(head) < edge:
-                    head += chunk[: edge - len(head)]
-                tail = (tail + chunk[-edge:])[-edge:]
-                size += len(chunk)
-                if wanted:
-                    wanted = sink(chunk)
-    except zstandard.ZstdError as err:
-        raise DateCheckError(f"La copia comprimida {path.name} está dañada o incompleta ({err}).") from err
-    return Scan(size, bytes(head), tail)
-
-
 def place_compressed(staged: Path, final: Path, sha256: str, original_bytes: int, log: logging.Logger) -> Artifact:
     """Give an already-compressed copy its final name (same filesystem: no data is copied)."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():
-        if _sha256_of(final) != sha256:
-            raise ArtifactError(f"Ya existe otro respaldo con el nombre {final}; no se sobrescribe.")
-    else:
-        os.link(staged, final)
-        _fsync_dir(final.parent)
-    _write_checksum_file(final, sha256)
+    _publish(staged, final, sha256, log)
     log.info("Respaldo %s (%s, comprimido al copiar; sha256 %s)", final, human_bytes(final.stat().st_size), sha256)
     return Artifact(final, original_bytes, final.stat().st_size, sha256, f"zstd-{ZSTD_LEVEL}")
 

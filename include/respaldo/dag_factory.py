@@ -26,8 +26,10 @@ TASK_DOCS = {
                     "la copia en la carpeta de entrega; la toma (la mueve a `procesando/`) y la trae. Si no "
                     "llega antes del plazo (ver *Rendered Template*: `deadline_hint`), falla diciendo qué "
                     "archivo se esperaba y dónde.",
-    "verificar_fecha": "**Paso 3. Verificar la fecha de creación.** Copia automática: el sistema estampó su "
-                       "fecha de creación al tomarla; aquí se comprueba que cae dentro de esta ejecución. "
+    "verificar_fecha": "**Paso 3. Verificar la fecha de creación.** Copia automática: se lee completa (la "
+                       "compresión hasta su último bloque, tamaño, suma y formato con `pg_restore` o `tar`); el "
+                       "sistema estampó su fecha de creación al tomarla y aquí se comprueba que cae dentro de "
+                       "esta ejecución. "
                        "Copia manual: se le asigna la fecha del turno (o la del disparo manual) y se rechaza "
                        "si está vacía, tiene fecha futura, es más antigua que la última aceptada o idéntica a "
                        "ella (va a `rechazados/` con el motivo).",

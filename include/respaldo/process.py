@@ -41,6 +41,7 @@ def run_to_file(
     writes_dest_itself: bool = False,
     ok_codes: Sequence[int] = (0,),
     explain: Callable[[str, int], str] | None = None,
+    warn: Callable[[str, int], str] | None = None,
     interval: float = PROGRESS_INTERVAL_SECONDS,
 ) -> int:
     """Run a dump tool whose output goes to ``dest``; log progress; return the bytes written.
@@ -51,7 +52,8 @@ def run_to_file(
     including this task being killed, the tool is stopped and ``dest`` removed: a partial copy never
     survives. ``secrets`` are blanked out of the tool's error text before it is reported; ``explain``
     may turn that text and the exit code into a plain reason put first. Exit codes in ``ok_codes`` count as success
-    (GNU tar's 1, "a file changed while it was read", still makes a valid archive).
+    (GNU tar's 1, "a file changed while it was read", still makes a valid archive of a file share);
+    ``warn`` may turn the text of such a success into a plain warning for the log.
     """
     dest.unlink(missing_ok=True)
     started = time.monotonic()
@@ -85,7 +87,8 @@ def run_to_file(
             stdout.close()
         stderr.seek(0)
         error_text = stderr.read().decode("utf-8", "replace").strip()
-    check_exit(what, returncode, error_text, dest, log=log, ok_codes=ok_codes, secrets=secrets, explain=explain)
+    check_exit(what, returncode, error_text, dest, log=log, ok_codes=ok_codes, secrets=secrets, explain=explain,
+               warn=warn)
     size = dest.stat().st_size if dest.exists() else 0
     elapsed = time.monotonic() - started
     log.info("%s terminó: %s en %.1f s (%s/s)", what, human_bytes(size), elapsed,
@@ -103,12 +106,16 @@ def check_exit(
     ok_codes: Sequence[int] = (0,),
     secrets: Sequence[str] = (),
     explain: Callable[[str, int], str] | None = None,
+    warn: Callable[[str, int], str] | None = None,
 ) -> None:
     """Raise a plain :class:`CopyError` (and remove ``dest``) if a tool failed; log its warnings if not."""
     error_text = blank(error_text, secrets)
     if returncode in ok_codes:
         if error_text:
             log.warning("%s avisó: %s", what, error_text[-2000:])
+        plain = warn(error_text, returncode) if warn and returncode else ""
+        if plain:
+            log.warning("%s: %s", what, plain)
         return
     dest.unlink(missing_ok=True)
     reason = f"terminó con la señal {-returncode}" if returncode < 0 else f"terminó con código {returncode}"

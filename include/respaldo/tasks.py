@@ -15,9 +15,10 @@ import zoneinfo
 from pathlib import Path
 from typing import Any
 
-from respaldo import artifacts, entrega, fallas, formulario, intentos, register
+from respaldo import artifacts, entrega, fallas, formulario, integridad, intentos, register
 from respaldo.errors import DateCheckError, RespaldoError
 from respaldo.inventory import target_from
+from respaldo.process import human_bytes
 from respaldo.sources import TargetBase, source_for
 
 log = logging.getLogger("respaldo")
@@ -105,11 +106,23 @@ def _staged(copy: dict[str, Any]) -> Path:
 
 
 def _verify_system_date(model: TargetBase, settings: dict[str, Any], copy: dict[str, Any]) -> dt.datetime:
-    """The date the system stamped must fall between the start of ``copia`` and now."""
+    """The copy must be whole, and the date the system stamped must fall between the start of ``copia`` and now.
+
+    The copy is read to its end once (:mod:`respaldo.integridad`): compression, size and checksum
+    against what ``copia`` wrote, and the format's own check, which also finds the stamped date.
+    """
     path = _staged(copy)
     if path.stat().st_size == 0:
         raise DateCheckError(f"La copia {path.name} está vacía.")
-    stamp = source_for(model.kind).read_stamp(model, path)
+    verified = integridad.verify_staged(path, expected_sha256=copy.get("sha256"),
+                                        original_bytes=copy.get("original_bytes"))
+    if not verified.intact:
+        for problem in verified.problems[1:]:
+            log.warning("Además: %s", problem)
+        raise DateCheckError(verified.reason)
+    log.info("Copia íntegra (%s): %s leídos, %s descomprimidos, en %.1f s", verified.format,
+             human_bytes(verified.stored_bytes), human_bytes(verified.decompressed_bytes), verified.seconds)
+    stamp = source_for(model.kind).read_stamp(model, path, verified)
     now = _utcnow()
     window_start = dt.datetime.fromisoformat(copy["started_at"]).replace(microsecond=0)
     zone = zoneinfo.ZoneInfo(settings["timezone"])

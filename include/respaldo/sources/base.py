@@ -12,9 +12,12 @@ import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from respaldo.integridad import Verification
 
 #: Target ids and frequency class names become path components, Airflow task-group ids and DAG ids,
 #: so they are restricted to lower-case letters, digits and underscores.
@@ -103,17 +106,13 @@ class Source(ABC):
     def copy(self, target: TargetBase, dest: Path, log: logging.Logger) -> CopyResult:
         """Take the copy into ``dest`` (a new file); raise :class:`~respaldo.errors.CopyError`."""
 
-    def read_stamp(self, target: TargetBase, path: Path) -> dt.datetime | None:
-        """The creation date the system assigned to the copy (``path`` may be compressed: ``.zst``).
+    def read_stamp(self, target: TargetBase, path: Path, verified: Verification) -> dt.datetime | None:
+        """The creation date the system assigned to the copy ``path``, which ``verified`` read whole.
 
-        By default the date the filesystem stamped on the staged file when the copy wrote it, after
-        reading a compressed copy to its end to check it; kinds whose dump carries its own date
-        (pg_dump's header, mariadb-dump's footer) read that instead.
+        By default the date the filesystem stamped on the staged file when the copy wrote it; kinds
+        whose dump carries its own date (pg_dump's header, mariadb-dump's last line) return that one,
+        which the verification found while it read the dump to its end.
         """
-        if path.name.endswith(".zst"):
-            from respaldo.artifacts import scan_compressed
-
-            scan_compressed(path)
         return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).replace(microsecond=0)
 
     @abstractmethod

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 
@@ -25,8 +26,30 @@ from respaldo.process import run_to_file
 from respaldo.sources.base import CopyResult, Source, TargetBase
 from respaldo.ssh import check_readable
 
-#: GNU tar exits 1 when a file changed while it was read: the archive is still complete and valid.
+#: GNU tar exits 1 when a file changed while it was read: the archive is still complete and valid, and
+#: holds each such file as it was read. That is ordinary for a share people work in (not for a disk
+#: image: see :mod:`respaldo.sources.vm`).
 TAR_OK = (0, 1)
+_CHANGED = re.compile(r"^tar: (.+): file changed as we read it$", re.MULTILINE)
+#: How many changed files a warning names before it only counts the rest.
+CHANGED_SHOWN = 20
+
+
+def changed_while_read(error_text: str) -> list[str]:
+    """The files GNU tar reported as changed while it read them (names as tar printed them)."""
+    return _CHANGED.findall(error_text)
+
+
+def warn_changed(error_text: str, returncode: int) -> str:
+    """A plain warning naming the files that changed while tar read them, for a copy that still counts."""
+    changed = changed_while_read(error_text)
+    if returncode != 1 or not changed:
+        return ""
+    shown = ", ".join(changed[:CHANGED_SHOWN])
+    if len(changed) > CHANGED_SHOWN:
+        shown += f" y {len(changed) - CHANGED_SHOWN} más"
+    return (f"{len(changed)} archivo(s) cambiaron mientras se copiaban; la copia guarda cada uno como estaba al "
+            f"leerlo: {shown}")
 
 
 def _relative(value: str) -> str:
@@ -103,13 +126,14 @@ class FilesSource(Source):
         argv = tar_argv(target.path, target.include, target.exclude)
         if target.conn_id is None:
             log.info("tar de %s (%s) en este servidor", target.path, ", ".join(target.include))
-            size = run_to_file(argv, dest, env=minimal_env(), log=log, what="tar", ok_codes=TAR_OK)
+            size = run_to_file(argv, dest, env=minimal_env(), log=log, what="tar", ok_codes=TAR_OK,
+                               warn=warn_changed)
         else:
             with openssh_session(target.conn_id, known_hosts=target.known_hosts) as session:
                 log.info("tar de %s (%s) en %s por SSH", target.path, ", ".join(target.include), session.describe())
                 size = run_to_file(
                     session.argv(argv), dest, env=session.env, log=log, what=f"tar por SSH en {session.describe()}",
-                    secrets=session.secrets, ok_codes=TAR_OK,
+                    secrets=session.secrets, ok_codes=TAR_OK, warn=warn_changed,
                     explain=lambda text, code: explain_ssh_failure(text, session, code),
                 )
         if size == 0:

@@ -45,9 +45,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from respaldo.artifacts import copy_compressed, scan_compressed
+from respaldo.artifacts import copy_compressed
 from respaldo.errors import CopyError, DateCheckError
 from respaldo.hooks.mysql import MysqlSession, client_session
+from respaldo.integridad import Verification
 from respaldo.process import run_to_file
 from respaldo.sources.base import CopyResult, Source, TargetBase
 
@@ -71,10 +72,6 @@ DUMP_OPTIONS = (
     "--tz-utc",  # TIMESTAMP values written in UTC, restored the same in any server time zone
     "--comments", "--dump-date",  # the footer "-- Dump completed on ..." that verificar_fecha reads
 )
-HEADER = re.compile(rb"^-- (MariaDB|MySQL) dump \d", re.MULTILINE)
-FOOTER = re.compile(r"^-- Dump completed on (\d{4}-\d{2}-\d{2}) +(\d{1,2}):(\d{2}):(\d{2})$")
-#: How much of each end of the file is read to find the header and the footer.
-EDGE_BYTES = 4096
 
 
 class MysqlTarget(TargetBase):
@@ -291,34 +288,16 @@ class MysqlSource(Source):
             raise CopyError(f"{tool} no produjo datos: la copia está vacía")
         return result
 
-    def read_stamp(self, target: MysqlTarget, path: Path) -> dt.datetime:
-        """Read the footer "-- Dump completed on ..." (UTC); a dump without it did not finish."""
-        if path.name.endswith(".zst"):  # read to the end, which also checks the compressed copy
-            scan = scan_compressed(path, edge=EDGE_BYTES)
-            head, tail = scan.head, scan.tail
-        else:
-            with path.open("rb") as handle:
-                head = handle.read(EDGE_BYTES)
-                handle.seek(max(path.stat().st_size - EDGE_BYTES, 0))
-                tail = handle.read()
-        if not HEADER.search(head):
-            raise DateCheckError(f"La copia {path.name} no es un volcado de mariadb-dump o mysqldump: no empieza "
-                                 "con su encabezado «-- MariaDB dump».")
-        lines = tail.decode("utf-8", "replace").rstrip("\n").rsplit("\n", 1)
-        last = lines[-1].strip()
-        match = FOOTER.match(last)
-        if not match:
-            if last.startswith("-- Dump completed"):
-                raise DateCheckError(f"La copia {path.name} no trae la fecha de creación: mariadb-dump se ejecutó "
-                                     "sin --dump-date.")
-            raise DateCheckError(f"La copia {path.name} está incompleta o truncada: le falta la última línea "
-                                 "«-- Dump completed on …» que mariadb-dump escribe al terminar.")
-        day, hour, minute, second = match.groups()
-        try:
-            stamp = dt.datetime.strptime(f"{day} {int(hour):02d}:{minute}:{second}", "%Y-%m-%d %H:%M:%S")
-        except ValueError as err:
-            raise DateCheckError(f"Fecha de creación ilegible en la copia {path.name}: «{last}»") from err
-        return stamp.replace(tzinfo=dt.UTC)
+    def read_stamp(self, target: MysqlTarget, path: Path, verified: Verification) -> dt.datetime:
+        """The date of the last line "-- Dump completed on ..." (UTC), read during the verification.
+
+        The verification has already refused a dump without that line (it stopped before its end);
+        a complete one without a date was taken without ``--dump-date``.
+        """
+        if verified.created_at is None:
+            raise DateCheckError(f"La copia {path.name} no trae la fecha de creación: mariadb-dump se ejecutó sin "
+                                 "--dump-date.")
+        return verified.created_at
 
     def check(self, target: MysqlTarget) -> str:
         with self._session(target, _tool("mariadb-dump", "mysqldump")) as server:

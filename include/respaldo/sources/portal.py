@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import subprocess
-import tarfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,12 +25,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from respaldo.errors import CopyError, DateCheckError
 from respaldo.hooks.base import minimal_env
 from respaldo.hooks.ssh import explain_ssh_failure, openssh_session
+from respaldo.integridad import DATABASE_MEMBER, Verification
 from respaldo.process import run_to_file
 from respaldo.sources.base import CopyResult, Source, TargetBase
-from respaldo.sources.files import TAR_OK, FilesTarget, tar_argv
+from respaldo.sources.files import TAR_OK, FilesTarget, tar_argv, warn_changed
 from respaldo.sources.postgres import DEFAULT_LOCK_WAIT_MINUTES, LOCK_WAIT_DESCRIPTION
 
-DATABASE_MEMBER = "base_de_datos"
 FILES_PREFIX = "archivos/"
 
 
@@ -120,13 +119,13 @@ class PortalSource(Source):
         if files.conn_id is None:
             log.info("Portal %s: archivos de %s en este servidor", target.id, files.path)
             run_to_file(argv, dest, env=minimal_env(), log=log, what="tar de los archivos del portal",
-                        ok_codes=TAR_OK)
+                        ok_codes=TAR_OK, warn=warn_changed)
         else:
             with openssh_session(files.conn_id, known_hosts=files.known_hosts) as session:
                 log.info("Portal %s: archivos de %s en %s por SSH", target.id, files.path, session.describe())
                 run_to_file(session.argv(argv), dest, env=session.env, log=log,
                             what=f"tar de los archivos del portal por SSH en {session.describe()}",
-                            secrets=session.secrets, ok_codes=TAR_OK,
+                            secrets=session.secrets, ok_codes=TAR_OK, warn=warn_changed,
                             explain=lambda text, code: explain_ssh_failure(text, session, code))
         source, database = self._database(target)
         dump = dest.with_name(f"{DATABASE_MEMBER}.{source.extension}")
@@ -146,23 +145,13 @@ class PortalSource(Source):
             dump.unlink(missing_ok=True)
         return CopyResult(path=dest, bytes=dest.stat().st_size)
 
-    def read_stamp(self, target: PortalTarget, path: Path) -> dt.datetime | None:
-        """The database dump's own creation date, read from inside the portal's tar."""
+    def read_stamp(self, target: PortalTarget, path: Path, verified: Verification) -> dt.datetime | None:
+        """The database dump's own creation date, which the verification read inside the portal's tar."""
         source, database = self._database(target)
         name = f"{DATABASE_MEMBER}.{source.extension}"
-        try:
-            with tarfile.open(path, "r:") as archive:
-                member = archive.getmember(name)
-                extracted = path.with_name(f".{name}.verificar")
-                with archive.extractfile(member) as inner, open(extracted, "wb") as out:
-                    while block := inner.read(1 << 20):
-                        out.write(block)
-        except (KeyError, tarfile.TarError) as err:
-            raise DateCheckError(f"La copia del portal {path.name} no trae su base de datos ({name}).") from err
-        try:
-            return source.read_stamp(database, extracted)
-        finally:
-            extracted.unlink(missing_ok=True)
+        if verified.database_member != name:
+            raise DateCheckError(f"La copia del portal {path.name} no trae su base de datos ({name}).")
+        return source.read_stamp(database, path, verified)
 
     def check(self, target: PortalTarget) -> str:
         from respaldo.sources import source_for

@@ -3,7 +3,8 @@
 The copy is ``pg_dump -Fc -Z0`` (no compression inside: zstd is several times faster than pg_dump's
 zlib), compressed with zstd as it arrives, so compressing overlaps the dump and no uncompressed copy
 lands on disk. The archive's header carries the moment pg_dump started, stamped by
-the system; ``verificar_fecha`` reads it back with ``pg_restore -l``. Restore with standard tools:
+the system; ``verificar_fecha`` reads the whole archive back (``pg_restore -f /dev/null``, see
+:mod:`respaldo.integridad`) and that date with ``pg_restore -l``. Restore with standard tools:
 ``zstd -dc X.dump.zst | pg_restore -d NEWDB``.
 
 Least privileges: a role that can ``CONNECT`` to the database and ``SELECT`` every table and
@@ -17,7 +18,6 @@ import datetime as dt
 import logging
 import re
 import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -26,10 +26,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from respaldo.artifacts import copy_compressed, scan_compressed
+from respaldo.artifacts import copy_compressed
 from respaldo.errors import CopyError, DateCheckError
-from respaldo.hooks.base import minimal_env
 from respaldo.hooks.postgres import PgSession, explain_libpq, libpq_session
+from respaldo.integridad import Verification
 from respaldo.process import run_to_file
 from respaldo.sources.base import CopyResult, Source, TargetBase
 
@@ -277,55 +277,11 @@ class PostgresSource(Source):
             raise CopyError("pg_dump no produjo datos: la copia está vacía")
         return result
 
-    def read_stamp(self, target: PostgresTarget, path: Path) -> dt.datetime:
-        """Read "Archive created at" from the dump's header; a dump without a readable one is broken.
-
-        A compressed copy is read to its end (checking it) while ``pg_restore --list`` reads its head.
-        """
-        env = minimal_env()  # pg_restore --list reads a file: no connection, so nothing of one
-        if path.name.endswith(".zst"):
-            with tempfile.TemporaryFile() as listing, tempfile.TemporaryFile() as errors:
-                proc = subprocess.Popen(  # noqa: S603 - fixed argv
-                    ["pg_restore", "--list"], env=env, stdin=subprocess.PIPE, stdout=listing, stderr=errors
-                )
-
-                def feed(chunk: bytes) -> bool:
-                    try:
-                        proc.stdin.write(chunk)
-                        return True
-                    except BrokenPipeError:  # it has read the header and table of contents it needs
-                        return False
-
-                try:
-                    scan_compressed(path, feed)
-                finally:
-                    with contextlib.suppress(BrokenPipeError):
-                        proc.stdin.close()
-                    returncode = proc.wait()
-                listing.seek(0)
-                errors.seek(0)
-                stdout = listing.read().decode("utf-8", "replace")
-                stderr = errors.read().decode("utf-8", "replace")
-        else:
-            done = subprocess.run(  # noqa: S603 - fixed argv
-                ["pg_restore", "--list", str(path)], env=env, capture_output=True, text=True, check=False
-            )
-            returncode, stdout, stderr = done.returncode, done.stdout, done.stderr
-        if returncode != 0:
-            raise DateCheckError(
-                f"La copia {path.name} no es un archivo de pg_dump legible (pg_restore --list: "
-                f"{stderr.strip()[-500:]})"
-            )
-        for line in stdout.splitlines():
-            marker = "Archive created at "
-            if marker in line:
-                stamp = line.split(marker, 1)[1].strip()
-                try:
-                    parsed = dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S UTC")
-                except ValueError as err:
-                    raise DateCheckError(f"Fecha de creación ilegible en la copia {path.name}: «{stamp}»") from err
-                return parsed.replace(tzinfo=dt.UTC)
-        raise DateCheckError(f"La copia {path.name} no trae la fecha de creación que pg_dump estampa")
+    def read_stamp(self, target: PostgresTarget, path: Path, verified: Verification) -> dt.datetime:
+        """The "Archive created at" of pg_dump's header, read by ``pg_restore --list`` during the verification."""
+        if verified.created_at is None:
+            raise DateCheckError(f"La copia {path.name} no trae la fecha de creación que pg_dump estampa.")
+        return verified.created_at
 
     def check(self, target: PostgresTarget) -> str:
         with self._session(target) as session:

@@ -4,7 +4,9 @@ The images travel as one tar stream (``--sparse``, so unallocated space costs no
 compressed as they arrive: an image of tens of GB never lands uncompressed on the local disk, and
 memory stays flat. Optional commands run on the hypervisor before (take a snapshot, export a domain,
 ``qemu-img convert``) and after the copy (drop the snapshot); their output goes to the task log, and
-the "after" command runs even when the copy fails. Restore with standard tools:
+the "after" command runs even when the copy fails. An image that changes while it is read is torn (GNU
+tar exits 1): that copy fails and is discarded, so a running machine needs a snapshot taken in
+"before" and copied instead of its live disk. Restore with standard tools:
 ``zstd -dc X.tar.zst | tar -xS -C DESTINO``.
 
 Least privileges: an account on the hypervisor that can read the images (and run the before/after
@@ -24,7 +26,7 @@ from respaldo.artifacts import copy_compressed
 from respaldo.errors import CopyError
 from respaldo.hooks.ssh import SshSession, explain_ssh_failure, openssh_session
 from respaldo.sources.base import CopyResult, Source, TargetBase
-from respaldo.sources.files import TAR_OK, tar_argv
+from respaldo.sources.files import changed_while_read, tar_argv
 from respaldo.ssh import check_readable
 
 HOOK_OUTPUT_LIMIT = 20_000
@@ -68,6 +70,21 @@ class VmTarget(TargetBase):
         return values
 
 
+def _explain_torn(error_text: str, returncode: int, target: VmTarget) -> str:
+    """Why tar's exit 1 fails a VM copy: an image written to while it was read is torn, not a backup.
+
+    GNU tar exits 1 when a file changed while it read it. For a running machine's disk that means
+    blocks from different moments side by side: a copy that may not even boot. Only a frozen image
+    (a snapshot, or the machine shut down) gives a usable one.
+    """
+    if returncode != 1:
+        return ""
+    changed = ["/" + name.lstrip("/") for name in changed_while_read(error_text)] or target.images
+    return (f"la imagen {', '.join(changed)} cambió mientras se copiaba (la máquina virtual seguía escribiendo en "
+            "ella), así que la copia no sirve como respaldo y se descartó. Tome una instantánea en el comando "
+            "«antes» (before) y copie la instantánea, o apague la máquina virtual durante la copia.")
+
+
 def _run_hook(session: SshSession, label: str, command: str, log: logging.Logger) -> None:
     """Run a before/after command on the hypervisor; its output goes to the task log."""
     log.info("Comando «%s» en %s: %s", label, session.describe(), command)
@@ -103,7 +120,8 @@ class VmSource(Source):
                 original, compressed, sha256 = copy_compressed(
                     session.argv(tar_argv("/", relative, [], sparse=True)), dest, env=session.env, log=log,
                     what=f"copia de imágenes por SSH desde {session.describe()}", secrets=session.secrets,
-                    ok_codes=TAR_OK, explain=lambda text, code: explain_ssh_failure(text, session, code),
+                    explain=lambda text, code: _explain_torn(text, code, target) or explain_ssh_failure(
+                        text, session, code),
                 )
             except BaseException as copy_error:
                 if target.after:
