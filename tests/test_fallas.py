@@ -153,3 +153,27 @@ def test_a_scheduled_run_leaves_nothing_in_staging_and_closes_cleanly(backups, r
     assert states(run)["cierre"] == "success"
     assert [p for p in (backups.root / ".staging").rglob("*") if p.is_file()] == []
     assert Path(register_rows(target="sistema_informacion_pg", run_id=run.run_id)[0]["artifact_path"]).is_file()
+
+
+@pytest.mark.parametrize(("target", "sentence", "key"), [
+    ({"id": "documentos", "kind": "files", "frequency": "diario", "path": "/etc", "include": ["no_existe_aqui"]},
+     "no existe «no_existe_aqui» en este servidor: revise `path` e `include` del objetivo en el inventario",
+     "tar: no_existe_aqui: Cannot stat: No such file or directory"),
+    ({"id": "documentos_ssh", "kind": "files", "frequency": "diario", "path": "/etc", "conn_id": "ssh_llave_ajena"},
+     "no es la registrada en la conexión", "Host key verification failed."),
+    (CLAVE_MALA, "rechazó el usuario «respaldo_lector» o su clave (conexión «pg_clave_mala»)", "pg_dump: error:"),
+], ids=["tar-sin-carpeta", "ssh-llave-cambiada", "pg-clave-mala"])
+def test_the_register_and_the_email_get_one_plain_sentence_and_the_tools_key_line(backups, smtp, sshd,
+                                                                                 register_rows, target, sentence,
+                                                                                 key):
+    backups.write([target])
+    run = backups.run(f"respaldo_{target['frequency']}")
+
+    [row] = register_rows(target=target["id"], run_id=run.run_id)
+    error = row["error"]
+    assert row["status"] == "failed" and "\n" not in error, error
+    assert sentence in error and f"(detalle: {key}" in error, error
+    assert "@@@" not in error and "Traceback" not in error and "Exiting with failure status" not in error
+    assert len(error) < 700, error
+    [mail] = [m for m in mails_of(smtp, run.run_id) if target["id"] in m["Subject"]]
+    assert sentence in mail.get_body(("html",)).get_content()

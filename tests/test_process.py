@@ -26,13 +26,43 @@ def test_a_long_copy_logs_its_progress(tmp_path, caplog):
     assert "copia lenta terminó: 4.8 MiB" in caplog.text
 
 
-def test_a_failed_tool_leaves_no_file_and_its_error_has_no_secret(tmp_path):
-    argv = ["sh", "-c", "head -c 1000 /dev/zero; echo 'auth failed for clave S3creta!' >&2; exit 3"]
+def test_a_failed_tool_leaves_no_file_and_its_error_has_no_secret(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="respaldo")
+    argv = ["sh", "-c", "head -c 1000 /dev/zero; echo 'conectando a la base' >&2; "
+            "echo 'auth failed for clave S3creta!' >&2; echo 'segunda línea' >&2; exit 3"]
     with pytest.raises(CopyError) as failure:
-        run_to_file(argv, tmp_path / "out", env={"PATH": "/usr/bin:/bin"}, log=logging.getLogger("t"),
+        run_to_file(argv, tmp_path / "out", env={"PATH": "/usr/bin:/bin"}, log=logging.getLogger("respaldo"),
                     what="volcado", secrets=["S3creta!"])
-    assert str(failure.value) == "volcado terminó con código 3: auth failed for clave ********"
+    # The register and the email get one sentence and the tool's key line; the log gets all of it.
+    assert str(failure.value) == ("volcado terminó con código 3; el log de la tarea tiene su mensaje completo "
+                                  "(detalle: auth failed for clave ********)")
+    assert "conectando a la base\nauth failed for clave ********\nsegunda línea" in caplog.text
+    assert "S3creta!" not in caplog.text
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("output", "line"), [
+    ("pg_dump: error: connection to server at \"10.0.0.5\", port 5432 failed: FATAL:  password authentication "
+     "failed for user \"respaldo\"\n", "pg_dump: error: connection to server at \"10.0.0.5\", port 5432 failed: "
+     "FATAL:  password authentication failed for user \"respaldo\""),
+    ("tar: contratos: Cannot stat: No such file or directory\ntar: Exiting with failure status due to previous "
+     "errors\n", "tar: contratos: Cannot stat: No such file or directory"),
+    ("@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n"
+     "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n"
+     "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n"
+     "IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!\n"
+     "Host key for [127.0.0.1]:2222 has changed and you have requested strict checking.\n"
+     "Host key verification failed.\n", "Host key verification failed."),
+    ("mariadb-dump: Got error: 1045: \"Access denied for user 'r'@'localhost' (using password: YES)\" when "
+     "trying to connect\n", "mariadb-dump: Got error: 1045: \"Access denied for user 'r'@'localhost' (using "
+     "password: YES)\" when trying to connect"),
+    ("una sola línea sin palabras de error\n", "una sola línea sin palabras de error"),
+    ("x" * 500, "x" * 299 + "…"),
+])
+def test_the_key_line_of_a_tools_output_is_its_first_verdict(output, line):
+    from respaldo.errors import key_line
+
+    assert key_line(output) == line
 
 
 def test_an_allowed_exit_code_keeps_the_copy_and_logs_the_warning(tmp_path, caplog):

@@ -18,6 +18,7 @@ what was cleaned up.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import html
 import logging
 import zoneinfo
@@ -85,17 +86,37 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
 
 
-def reason_of(exception: BaseException | str | None) -> str:
-    """The reason for a failure in words, without a traceback."""
+def reason_of(exception: BaseException | str | None, *, timeout: dt.timedelta | None = None) -> str:
+    """The reason for a failure: one plain sentence (and a tool's key line), never a traceback.
+
+    Errors of respaldo already read that way. Airflow's own say what happened to the task; a task
+    timeout is told with its limit and what to change. Anything else is a fault of respaldo or of the
+    machine: named as such, with the exception's own line for whoever maintains respaldo.
+    """
     if exception is None:
         return PROCESS_LOST
     if isinstance(exception, str):
         return exception
-    if isinstance(exception, RespaldoError) or type(exception).__module__.startswith("airflow"):
-        text = str(exception)
-    else:
-        text = f"{type(exception).__name__}: {exception}"
-    return text.strip() or type(exception).__name__
+    if isinstance(exception, RespaldoError):
+        return str(exception).strip() or type(exception).__name__
+    name = type(exception).__name__
+    if name == "AirflowTaskTimeout":
+        limit = f" ({timeout.total_seconds() / 3600:g} h)" if timeout else ""
+        return (f"la tarea pasó de su tiempo máximo{limit} y Airflow la detuvo; si la copia de verdad tarda más, "
+                "aumente timeout_hours de la clase en el inventario; si no, revise qué la detuvo en el log")
+    if type(exception).__module__.startswith("airflow"):
+        return str(exception).strip() or name
+    if isinstance(exception, OSError) and exception.errno is not None:
+        where = f" en {exception.filename}" if exception.filename else ""
+        if exception.errno == errno.ENOSPC:
+            return f"no hay espacio en disco{where}; libere espacio o amplíe el disco y vuelva a ejecutar"
+        if exception.errno in (errno.EACCES, errno.EPERM):
+            return f"permiso denegado{where}: el usuario de Airflow no puede leer o escribir ahí"
+        if exception.errno == errno.ENOENT:
+            return f"no existe{where or ' un archivo o carpeta que la tarea necesita'}"
+        return f"error del sistema{where}: {exception.strerror} (errno {exception.errno})"
+    return (f"error inesperado de respaldo ({name}: {str(exception).strip()[:300]}); revise el log de la tarea y "
+            "avise a quien mantiene respaldo")
 
 
 def alert_key(target: str, run_id: str, try_number: int | None) -> str:
@@ -261,8 +282,9 @@ class FailureCallback:
             model = target_from(self.target)
             ti = context["ti"]
             step = ti.task_id.rsplit(".", 1)[-1]
-            failure = Failure(step, getattr(ti, "try_number", None), reason_of(context.get("exception")),
-                              getattr(ti, "start_date", None))
+            timeout = getattr(context.get("task"), "execution_timeout", None)
+            failure = Failure(step, getattr(ti, "try_number", None),
+                              reason_of(context.get("exception"), timeout=timeout), getattr(ti, "start_date", None))
             handle(model, self.settings, RunFacts.of(context, self.settings["dag_id"]), failure,
                    earlier_results(ti, model.id, step), self.summary)
         except Exception:
@@ -282,7 +304,8 @@ class RunCallback:
         try:
             ti = context["ti"]
             run = RunFacts.of(context, self.settings["dag_id"])
-            reason = reason_of(context.get("exception"))
+            reason = reason_of(context.get("exception"),
+                               timeout=getattr(context.get("task"), "execution_timeout", None))
             url = log_url(run.dag_id, run.run_id, ti.task_id, getattr(ti, "try_number", None))
             if ti.task_id == "preparar":
                 subject = f"[respaldo] La ejecución {run.run_id} de {run.dag_id} no empezó: no se respaldó nada"

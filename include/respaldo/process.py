@@ -119,13 +119,14 @@ def check_exit(
         return
     dest.unlink(missing_ok=True)
     reason = f"terminó con la señal {-returncode}" if returncode < 0 else f"terminó con código {returncode}"
-    detail = f": {error_text[-2000:]}" if error_text else ""
     plain = explain(error_text, returncode) if explain else ""
     if "No space left on device" in error_text:
         plain = no_space_message(dest.parent)
+    if error_text:  # the whole text stays in the task log; the register and the email get its key line
+        log.error("%s %s. Su salida de error completa:\n%s", what, reason, error_text[-20000:])
     if plain:
-        detail = f": {plain}" + (f" Detalle: {error_text[-2000:]}" if error_text else "")
-    raise CopyError(f"{what} {reason}{detail}")
+        raise CopyError(f"{what} {reason}: {plain}", detail=error_text)
+    raise CopyError(f"{what} {reason}; el log de la tarea tiene su mensaje completo", detail=error_text)
 
 
 def no_space_message(folder: Path) -> str:

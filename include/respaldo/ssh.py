@@ -26,6 +26,6 @@ def check_readable(conn_id: str, paths: Sequence[str], known_hosts: str | None =
         if proc.returncode == 3:
             raise CopyError(f"No existe o no se puede leer en {session.describe()}: {proc.stdout.strip()}")
         if proc.returncode != 0:
-            reason = explain_ssh_failure(proc.stderr, session, proc.returncode) or session.blank(proc.stderr.strip())
-            raise CopyError(f"SSH a {session.describe()}: {reason}")
+            reason = explain_ssh_failure(proc.stderr, session, proc.returncode) or "la revisión remota falló"
+            raise CopyError(f"SSH a {session.describe()}: {reason}", detail=session.blank(proc.stderr.strip()))
         return session.describe()

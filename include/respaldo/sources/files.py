@@ -52,6 +52,24 @@ def warn_changed(error_text: str, returncode: int) -> str:
             f"leerlo: {shown}")
 
 
+_TAR_MISSING = re.compile(r"^tar: (.+?): Cannot (?:stat|open): No such file or directory$", re.MULTILINE)
+_TAR_DENIED = re.compile(r"^tar: (.+?): (?:Cannot (?:open|savedir|stat)|Cannot read): Permission denied$", re.MULTILINE)
+_TAR_NO_BASE = re.compile(r"^tar: (.+?): Cannot (?:open|chdir)", re.MULTILINE)
+
+
+def explain_tar(error_text: str, where: str) -> str:
+    """GNU tar's failures in words: what is missing or unreadable, under ``where``, and what to fix."""
+    if missing := _TAR_MISSING.findall(error_text):
+        return (f"no existe {', '.join(f'«{m}»' for m in missing[:10])} en {where}: revise `path` e `include` del "
+                "objetivo en el inventario")
+    if denied := _TAR_DENIED.findall(error_text):
+        return (f"el usuario que copia no puede leer {', '.join(f'«{m}»' for m in denied[:10])} en {where}: dele "
+                "permiso de lectura (por ejemplo, agréguelo al grupo dueño de la carpeta)")
+    if base := _TAR_NO_BASE.findall(error_text):
+        return f"no existe o no se puede abrir la carpeta «{base[0]}» en {where}: revise `path` del objetivo"
+    return ""
+
+
 def _relative(value: str) -> str:
     path = PurePosixPath(value)
     if path.is_absolute() or ".." in path.parts:
@@ -127,14 +145,15 @@ class FilesSource(Source):
         if target.conn_id is None:
             log.info("tar de %s (%s) en este servidor", target.path, ", ".join(target.include))
             size = run_to_file(argv, dest, env=minimal_env(), log=log, what="tar", ok_codes=TAR_OK,
-                               warn=warn_changed)
+                               warn=warn_changed, explain=lambda text, _code: explain_tar(text, "este servidor"))
         else:
             with openssh_session(target.conn_id, known_hosts=target.known_hosts) as session:
                 log.info("tar de %s (%s) en %s por SSH", target.path, ", ".join(target.include), session.describe())
                 size = run_to_file(
                     session.argv(argv), dest, env=session.env, log=log, what=f"tar por SSH en {session.describe()}",
                     secrets=session.secrets, ok_codes=TAR_OK, warn=warn_changed,
-                    explain=lambda text, code: explain_ssh_failure(text, session, code),
+                    explain=lambda text, code: (explain_ssh_failure(text, session, code)
+                                                or explain_tar(text, session.describe())),
                 )
         if size == 0:
             dest.unlink(missing_ok=True)

@@ -235,14 +235,15 @@ class MysqlSource(Source):
         if not connected:
             plain = self._explain(server, error)
             raise CopyError(f"No se pudo abrir la base «{server.database}» en {server.where}: "
-                            f"{plain + ' (' + error + ')' if plain else error or 'sin mensaje del cliente mariadb'}")
+                            f"{plain or 'el cliente mariadb no pudo conectarse'}", detail=error)
         user = out[0].split("\t", 1)[1]
         grants = [line for line in out[1:] if line.startswith("GRANT ")]
         missing = [f"{p} ON `{server.database}`.*" for p in missing_privileges(grants, server.database)]
         if proc.returncode != 0:
             # The mysql.proc query failed: not readable (MariaDB) or not there at all (MySQL 8).
             if "mysql`.`proc" not in error and "mysql.proc" not in error:
-                raise CopyError(f"No se pudo revisar la base «{server.database}» en {server.where}: {error}")
+                raise CopyError(f"No se pudo revisar la base «{server.database}» en {server.where}: la consulta de "
+                                "privilegios falló", detail=error)
             if not reads_routines(grants, server.database):
                 missing.append("SHOW_ROUTINE ON *.*" if "doesn't exist" in error else "SELECT ON mysql.proc")
         if missing:

@@ -28,7 +28,7 @@ from respaldo.hooks.ssh import explain_ssh_failure, openssh_session
 from respaldo.integridad import DATABASE_MEMBER, Verification
 from respaldo.process import run_to_file
 from respaldo.sources.base import CopyResult, Source, TargetBase
-from respaldo.sources.files import TAR_OK, FilesTarget, tar_argv, warn_changed
+from respaldo.sources.files import TAR_OK, FilesTarget, explain_tar, tar_argv, warn_changed
 from respaldo.sources.postgres import DEFAULT_LOCK_WAIT_MINUTES, LOCK_WAIT_DESCRIPTION
 
 FILES_PREFIX = "archivos/"
@@ -119,14 +119,16 @@ class PortalSource(Source):
         if files.conn_id is None:
             log.info("Portal %s: archivos de %s en este servidor", target.id, files.path)
             run_to_file(argv, dest, env=minimal_env(), log=log, what="tar de los archivos del portal",
-                        ok_codes=TAR_OK, warn=warn_changed)
+                        ok_codes=TAR_OK, warn=warn_changed,
+                        explain=lambda text, _code: explain_tar(text, "este servidor"))
         else:
             with openssh_session(files.conn_id, known_hosts=files.known_hosts) as session:
                 log.info("Portal %s: archivos de %s en %s por SSH", target.id, files.path, session.describe())
                 run_to_file(session.argv(argv), dest, env=session.env, log=log,
                             what=f"tar de los archivos del portal por SSH en {session.describe()}",
                             secrets=session.secrets, ok_codes=TAR_OK, warn=warn_changed,
-                            explain=lambda text, code: explain_ssh_failure(text, session, code))
+                            explain=lambda text, code: (explain_ssh_failure(text, session, code)
+                                                        or explain_tar(text, session.describe())))
         source, database = self._database(target)
         dump = dest.with_name(f"{DATABASE_MEMBER}.{source.extension}")
         try:
@@ -137,7 +139,8 @@ class PortalSource(Source):
                  dump.name], env=minimal_env(), capture_output=True, text=True, check=False,
             )
             if proc.returncode != 0:
-                raise CopyError(f"No se pudo unir la base a los archivos del portal: {proc.stderr.strip()}")
+                raise CopyError("No se pudo unir la base a los archivos del portal en la copia a medio hacer; "
+                                "revise el espacio y los permisos de la carpeta de respaldos", detail=proc.stderr)
         except BaseException:
             dest.unlink(missing_ok=True)
             raise

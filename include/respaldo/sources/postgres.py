@@ -293,7 +293,7 @@ class PostgresSource(Source):
                 message = session.blank(proc.stderr.strip())
                 plain = explain_libpq(message, session)
                 raise CopyError(f"No responde la base «{session.database}» en {session.where}: "
-                                + (f"{plain} Detalle: {message}" if plain else message))
+                                + (plain or "psql no pudo conectarse"), detail=message)
             return f"base «{session.database}» en {session.where} como {proc.stdout.strip()}"
 
     def summary(self, target: PostgresTarget) -> str:

@@ -26,7 +26,7 @@ from respaldo.artifacts import copy_compressed
 from respaldo.errors import CopyError
 from respaldo.hooks.ssh import SshSession, explain_ssh_failure, openssh_session
 from respaldo.sources.base import CopyResult, Source, TargetBase
-from respaldo.sources.files import changed_while_read, tar_argv
+from respaldo.sources.files import changed_while_read, explain_tar, tar_argv
 from respaldo.ssh import check_readable
 
 HOOK_OUTPUT_LIMIT = 20_000
@@ -97,8 +97,9 @@ def _run_hook(session: SshSession, label: str, command: str, log: logging.Logger
             log.info("«%s» (%s): %s", label, stream, line)
     if proc.returncode != 0:
         reason = (explain_ssh_failure(proc.stderr, session, proc.returncode)
-                  or session.blank(proc.stderr.strip()[-500:]) or "sin mensaje")
-        raise CopyError(f"El comando «{label}» falló en {session.describe()} (código {proc.returncode}): {reason}")
+                  or "revise el comando en el inventario y su salida en el log de la tarea")
+        raise CopyError(f"El comando «{label}» falló en {session.describe()} (código {proc.returncode}): {reason}",
+                        detail=session.blank(proc.stderr.strip()))
 
 
 class VmSource(Source):
@@ -120,8 +121,9 @@ class VmSource(Source):
                 original, compressed, sha256 = copy_compressed(
                     session.argv(tar_argv("/", relative, [], sparse=True)), dest, env=session.env, log=log,
                     what=f"copia de imágenes por SSH desde {session.describe()}", secrets=session.secrets,
-                    explain=lambda text, code: _explain_torn(text, code, target) or explain_ssh_failure(
-                        text, session, code),
+                    explain=lambda text, code: (_explain_torn(text, code, target)
+                                                or explain_ssh_failure(text, session, code)
+                                                or explain_tar(text, f"el hipervisor {session.describe()}")),
                 )
             except BaseException as copy_error:
                 if target.after:
