@@ -78,9 +78,11 @@ def test_the_follow_up_dag_runs_hourly_in_the_default_pool_with_owner_retries_ta
     assert dag.catchup is False and dag.max_active_runs == 1
     assert dag.timetable == CronTriggerTimetable("0 * * * *", timezone="America/Bogota")
     assert "Seguimiento de los respaldos" in dag.doc_md and "resumen diario" in dag.doc_md
-    [task] = dag.tasks
-    assert task.task_id == "revisar" and task.pool == "default_pool" and task.doc_md
-    assert task.inventory_path.endswith("inv.yaml")
+    assert sorted(task.task_id for task in dag.tasks) == ["releer", "revisar"]
+    for task in dag.tasks:  # independent: a long re-reading never delays the hourly check
+        assert task.pool == "default_pool" and task.doc_md and not task.upstream_task_ids
+        assert task.inventory_path.endswith("inv.yaml")
+    assert "`releer`" in dag.doc_md and " 30 días" in dag.doc_md
 
 
 def test_every_task_of_a_backup_dag_is_handed_the_inventorys_settings(bag, tmp_path):

@@ -237,6 +237,10 @@ El procedimiento termina con **el seguimiento al respaldo de la información**. 
   y tareas que terminaron fallidas sin fila en el registro (les escribe su fila `failed` y su aviso).
 - Avisa por correo a {emails} cuando un objetivo **cambia** de estado o Airflow tiene un problema
   nuevo, y envía un **resumen diario** a las {digest_at}: si un día no llega, el seguimiento mismo está caído.
+- La tarea `releer` relee completas (suma SHA-256, compresión y formato) una parte de las copias guardadas
+  en cada pasada, las que llevan más tiempo sin releerse, de modo que cada una se relea al menos cada
+  {verify_every_days} días; una copia dañada llega por correo y, si es la más reciente, deja al objetivo
+  `sospechoso`. A mano: `respaldo verificar [--objetivo ID] [--todo]`.
 
 La tarea `revisar` solo falla cuando el seguimiento no pudo revisar (registro inalcanzable): lo que
 hay que atender llega por correo y queda en su log. Es la misma revisión que `respaldo seguimiento`,
@@ -249,14 +253,14 @@ def build_followup_dag(inventory: Inventory):
     import pendulum
     from airflow.sdk import DAG, CronTriggerTimetable
 
-    from respaldo.seguimiento.operador import SeguimientoOperator
+    from respaldo.seguimiento.operador import RelecturaOperator, SeguimientoOperator
 
     followup = inventory.followup
     start = inventory.start_date
     doc = FOLLOWUP_DOC.format(organization=inventory.organization, when=f"según `{followup.schedule}` "
                               f"({inventory.timezone})", window=followup.missed_window_days,
                               api_conn_id=followup.api_conn_id, emails=", ".join(inventory.alerts.email),
-                              digest_at=followup.digest_at)
+                              digest_at=followup.digest_at, verify_every_days=followup.verify_every_days)
     with DAG(
         dag_id=FOLLOWUP_DAG_ID,
         description="Seguimiento: turnos sin copia, estado de cada objetivo, salud de Airflow, resumen diario",
@@ -271,6 +275,11 @@ def build_followup_dag(inventory: Inventory):
     ) as dag:
         SeguimientoOperator(task_id="revisar", inventory_path=inventory.path,
                             doc_md="**Seguimiento.** Revisa turnos, estados y la salud de Airflow; avisa los cambios.")
+        RelecturaOperator(task_id="releer", inventory_path=inventory.path,
+                          execution_timeout=dt.timedelta(hours=6),
+                          doc_md="**Relectura.** Relee completa una parte de las copias guardadas (suma SHA-256, "
+                                 "compresión y formato), de modo que cada una se relea al menos cada "
+                                 f"{inventory.followup.verify_every_days} días; avisa las dañadas.")
     return dag
 
 

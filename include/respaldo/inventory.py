@@ -166,6 +166,10 @@ class Followup(_Model):
                    "estos últimos días (el turno queda en el registro como `missing` aunque salga de la ventana).",
                    examples=[7])
     ] = 7
+    verify_every_days: Annotated[
+        int, Field(ge=1, le=366, description="Cada copia guardada se relee completa (suma, compresión y formato) al "
+                   "menos cada tantos días; el seguimiento relee una parte en cada pasada.", examples=[30])
+    ] = 30
     stuck_minutes: Annotated[
         int, Field(ge=1, le=10080, description="Minutos que una tarea puede esperar en «scheduled» o «queued» antes "
                    "de avisar (las que esperan cupo en un pool también esperan aquí).", examples=[120])
