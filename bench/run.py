@@ -20,6 +20,8 @@ What it does (3 to 4 minutes on a 2-core machine; everything big it makes is rem
 8. MariaDB (``bench.sources``): copia + verificar_fecha of a ~300 MB database against ``mariadb-dump |
    zstd -3 -T0 > file``, and the compressed sizes.
 9. SSH pull (``bench.sources``): ``FilesSource.copy`` of a 1 GB file over OpenSSH against ``sftp -b``.
+11. ``respaldo verificar`` (the whole command) of the 1 GB database's artifact against ``sha256sum``
+    plus ``zstd -t`` of the same file, rounds interleaved.
 10. The follow-up (``bench.seguimiento``): ``respaldo seguimiento`` over 500 targets with 45 and 90 days of
     history in the register; ``--only seguimiento`` runs this section alone (about a minute).
 
@@ -76,6 +78,7 @@ GOALS = {
     "rss": 150 * MIB,  # peak RSS of the Python process running the chain, bytes
     "flat": 1.20,      # 1 GB peak / 100 MB peak
     "parse": 1.0,      # seconds beyond importing Airflow, 500 targets
+    "verify": 1.2,     # respaldo verificar of the 1 GB artifact vs sha256sum + zstd -t
 }
 
 _started = time.monotonic()
@@ -231,7 +234,7 @@ def _clear_artifacts(root: Path) -> None:
     os.sync()  # the next measurement starts with nothing of this one left to write back
 
 
-def run_chain(bench: Bench, database: str, tag: str) -> dict:
+def run_chain(bench: Bench, database: str, tag: str, keep: bool = False) -> dict:
     root = bench.run_dir / "root"
     settings = {"root": str(root), "timezone": "America/Bogota", "register_conn_id": "respaldo_registro",
                 "dag_id": "respaldo_financiero"}
@@ -242,8 +245,24 @@ def run_chain(bench: Bench, database: str, tag: str) -> dict:
     result = json.loads(out.read_text())
     result["process_wall_s"] = measured.wall_s
     result["pg_dump_peak_kib"] = measured.peak_of("pg_dump")
-    _clear_artifacts(root)
+    if not keep:
+        _clear_artifacts(root)
     return result
+
+
+def run_verify(bench: Bench, inventory: Path, artifact: Path, what: str, tag: str) -> dict:
+    """``respaldo verificar`` of the kept 1 GB artifact (the whole command), or ``sha256sum`` + ``zstd -t``."""
+    log = bench.logs / f"verificar-{what}-{tag}.log"
+    if what == "ours":
+        argv = [str(Path(PY).parent / "respaldo"), "verificar", str(inventory), "--objetivo", "bench_pg"]
+        measured = measure(argv, env=bench.airflow_env(inventory), cwd=ROOT, log_path=log)
+        if "1 íntegro(s), 0 dañado(s)." not in log.read_text(encoding="utf-8", errors="replace"):
+            raise SystemExit(f"bench: respaldo verificar did not find the artifact intact; see {log}")
+    else:
+        measured = measure(["bash", "-c", f"sha256sum '{artifact}' > /dev/null && zstd -t -q '{artifact}'"],
+                           env=dict(os.environ), log_path=log)
+    os.sync()
+    return {"wall_s": measured.wall_s, "peaks_kib": measured.peaks_kib}
 
 
 def run_bare(bench: Bench, database: str, what: str, tag: str) -> dict:
@@ -415,6 +434,10 @@ def build_rows(data: dict) -> list[list[str]]:
     parse_extra = parse_wall - base_wall
     shape = data["parse"]["parse"][0]
 
+    verify_ours = median([r["wall_s"] for r in data["verificar"]["ours"]])
+    verify_bare = median([r["wall_s"] for r in data["verificar"]["bare"]])
+    verify_mb = data["verificar"]["artifact_bytes"] / MB
+
     step_text = " + ".join(f"{name.replace('verificar_fecha', 'verificar')} {steps[name]:.2f}" for name in steps) + " s"
     return [
         ["2", "4 tasks end to end, 1 GB (in one process)", f"{_s(chain)}, {rate(chain)}",
@@ -444,6 +467,11 @@ def build_rows(data: dict) -> list[list[str]]:
         ["6", "  pg_dump child of copia (100 MB / 1 GB)", f"{_mb(dump_small)} / {_mb(dump_big)}",
          f"bare pg_dump: {_mb(bare_dump)}", _ratio(_div(dump_big, bare_dump)),
          "", "info"],
+        ["11", f"respaldo verificar, 1 GB database's artifact ({verify_mb:.0f} MB stored)",
+         f"{_s(verify_ours)} (whole command, Airflow's import included)",
+         f"sha256sum + zstd -t: {_s(verify_bare)}", _ratio(_div(verify_ours, verify_bare)),
+         f"<= {GOALS['verify']:.2f}x", _verdict(None if verify_ours is None else verify_ours / verify_bare
+                                                <= GOALS["verify"])],
         ["7", f"DAG file parse, {PARSE_TARGETS} targets, beyond import",
          f"{parse_extra:.2f} s ({shape['tasks']} tasks; DagBag alone {dagbag_s:.2f} s)",
          f"python + import Airflow: {base_wall:.2f} s", "", f"< {GOALS['parse']:.0f} s",
@@ -639,6 +667,19 @@ def main(argv: list[str] | None = None) -> int:
                     say(f"1 GB round {r + 1}: bare {what} {result['wall_s']:.2f} s")
                 big[what].append(result)
         data["big"] = big
+
+        kept = run_chain(bench, bench.big_db, "verificar", keep=True)
+        artifact = Path(kept["artifact"]["artifact_path"])
+        verify_inventory = write_inventory(run_dir / "inventory-verificar.yaml", run_dir / "root",
+                                           [_target(bench, bench.big_db)])
+        verify: dict[str, list] = {"ours": [], "bare": []}
+        for r in range(args.rounds):
+            for what in ("ours", "bare") if r % 2 == 0 else ("bare", "ours"):
+                result = run_verify(bench, verify_inventory, artifact, what, str(r))
+                say(f"verificar round {r + 1}: {what} {result['wall_s']:.2f} s")
+                verify[what].append(result)
+        data["verificar"] = verify | {"artifact_bytes": artifact.stat().st_size}
+        _clear_artifacts(run_dir / "root")
 
         inventory = write_inventory(run_dir / "inventory-1.yaml", run_dir / "root", [_target(bench, bench.small_db)])
         small: dict[str, list] = {"chain": [], "dag": []}
