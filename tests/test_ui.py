@@ -119,9 +119,9 @@ def ui(tmp_path_factory, smtp):
             {"conn_type": "postgres", "host": "127.0.0.1", "port": free_port(), "login": "nadie", "schema": "x"}),
     }
     env = {**{k: v for k, v in os.environ.items() if k.startswith("AIRFLOW_CONN_")}, **connections,
-           "RESPALDO_INVENTORY": str(inventory), "AIRFLOW__CORE__DEFAULT_TIMEZONE": "America/Bogota"}
+           "RESPALDO_INVENTORY": str(inventory)}
     stack = AirflowStack(home=work / "airflow", database_url=f"postgresql+psycopg://postgres@127.0.0.1:5432/"
-                         f"{METADATA_DB}", extra_env=env, schedule=False)
+                         f"{METADATA_DB}", extra_env=env, schedule=False, timezone="America/Bogota")
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv(f"AIRFLOW_CONN_{REGISTER_CONN.upper()}", connections[f"AIRFLOW_CONN_{REGISTER_CONN.upper()}"])
