@@ -20,6 +20,9 @@ What it does (3 to 4 minutes on a 2-core machine; everything big it makes is rem
 8. MariaDB (``bench.sources``): copia + verificar_fecha of a ~300 MB database against ``mariadb-dump |
    zstd -3 -T0 > file``, and the compressed sizes.
 9. SSH pull (``bench.sources``): ``FilesSource.copy`` of a 1 GB file over OpenSSH against ``sftp -b``.
+10. The register's pages (``bench.registro``, runs alone too): a 100,000-row register served by a real
+    api-server; server time of the first page, a filtered month, other filters, and the month's XLSX and
+    PDF sheet of 3,000 lines.
 
 Working files live in ``bench/.work/`` (gitignored); the results also go to ``bench/RESULTS.md``.
 ``--rounds N`` takes more rounds on a noisy machine. The subprocesses inherit ``PYTHONPATH``, so
@@ -49,7 +52,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import sources  # noqa: E402
+from bench import registro, sources  # noqa: E402
 from bench.procs import Measured, measure  # noqa: E402
 from devtools.demo_data import financiero_sql  # noqa: E402
 from devtools.servers import PG_BIN, PostgresServer  # noqa: E402
@@ -504,6 +507,7 @@ def rounds_text(data: dict) -> str:
         f"- parse process: {values(parse['parse'], 'process_wall_s')}; import-only process: "
         f"{values(parse['baseline'], 'process_wall_s')}",
         sources.rounds_text(data.get("sources") or {}),
+        registro.rounds_text(data["registro"]),
     ])
 
 
@@ -524,6 +528,7 @@ Data (`devtools.demo_data.financiero_sql`: numeric, Spanish text, jsonb): {big['
 ({big['rows']:,} rows; custom-format dump {dump / MB:,.0f} MB) and {small['db_bytes'] / MB:,.0f} MB
 ({small['rows']:,} rows). MB/s = dump bytes / wall time.
 {sources.data_text(data.get("sources") or {})}
+{registro.data_text(data["registro"])}
 
 {markdown_table(rows)}
 
@@ -546,6 +551,7 @@ How each number is taken:
   with a {PARSE_TARGETS}-target block-YAML inventory) minus a fresh `python -m bench.parse baseline` (the same
   imports only); both leave with `os._exit`, so interpreter teardown is in neither.
 {sources.HOW}
+{registro.HOW}
 """
     RESULTS_MD.write_text(text, encoding="utf-8")
 
@@ -642,6 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         data["parse"] = parse
 
         data["sources"] = sources.run(run_dir / "sources", bench.logs, args.rounds, say, args.rows_maria)
+        data["registro"] = registro.run(run_dir / "registro", bench.logs, max(args.rounds, 5), say)
     finally:
         say("cleaning up: throwaway cluster, bench databases, big files")
         cleanup(bench, args.keep)
@@ -650,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     data["elapsed_s"] = time.monotonic() - _started
     data["machine"] = machine()
     (WORK / "results.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    rows = build_rows(data) + sources.build_rows(data["sources"])
+    rows = build_rows(data) + sources.build_rows(data["sources"]) + registro.build_rows(data["registro"])
     print()
     print(f"respaldo bench, {data['date']}, {data['machine']['cores']} cores, load {load_before} -> "
           f"{data['load_after']}; 1 GB = {bench.sizes[bench.big_db]['db_bytes'] / MB:,.0f} MB database; "
