@@ -186,8 +186,8 @@ def cmd_register(args: argparse.Namespace) -> int:
         if args.csv:
             # Every row (superseded missing slots too) and every column the table has today.
             where = consulta.Filter(target=args.objetivo, since=since, until=until, superseded=True)
-            names, rows = consulta.every_column(conn, where, limit=args.limite)
-            _print_csv(names, rows, zone)
+            with consulta.every_column(conn, where, limit=args.limite) as (names, rows):
+                _print_csv(names, rows, zone)
             return 0
         where = consulta.Filter(target=args.objetivo, since=since, until=until)
         rows = consulta.page(conn, where, size=args.limite or 10**9).rows
@@ -222,7 +222,7 @@ def _close(word: str, candidates: list[str]) -> str:
     return f" ¿Quiso decir «{close[0]}»?" if close else ""
 
 
-def _print_csv(names: list[str], rows: list[tuple], zone) -> None:
+def _print_csv(names: list[str], rows, zone) -> None:
     """Every column: the sheet's first, in its order, then the rest in the table's order."""
     from respaldo import register
 

@@ -11,7 +11,9 @@ queries on one connection.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,10 +148,13 @@ def rows_between(conn, where: Filter, *, columns: list[str] | None = None) -> li
         return _dicts(cur)
 
 
-def every_column(conn, where: Filter, *, newest_first: bool = True, limit: int | None = None):
+@contextlib.contextmanager
+def every_column(conn, where: Filter, *, newest_first: bool = True,
+                 limit: int | None = None) -> Generator[tuple[list[str], Iterator[tuple]], None, None]:
     """Every column of every matching row (the CSV export): ``(column names, rows as tuples)``.
 
-    ``SELECT *``: a column a later migration adds is exported without touching this code.
+    ``SELECT *``: a column a later migration adds is exported without touching this code. The rows come
+    through a server-side cursor, a thousand at a time, so years of history never sit in memory at once.
     """
     sql_where, params = where.where()
     order = "DESC" if newest_first else "ASC"
@@ -157,9 +162,10 @@ def every_column(conn, where: Filter, *, newest_first: bool = True, limit: int |
     if limit:
         sql += " LIMIT %s"
         params.append(int(limit))
-    with conn.cursor() as cur:
+    with conn.cursor(name="respaldo_every_column") as cur:
+        cur.itersize = 1000
         cur.execute(sql, params)
-        return [column.name for column in cur.description], cur.fetchall()
+        yield [column.name for column in cur.description], iter(cur)
 
 
 def targets(conn) -> list[str]:

@@ -139,6 +139,11 @@ def _readable_dags(user: Any, inventory: Inventory) -> frozenset[str] | None:
     return None if allowed >= dags else frozenset(allowed)
 
 
+def _root(request: Request) -> str:
+    """This app's path prefix as the request reached it (``/respaldo``, or below Airflow's own sub-path)."""
+    return request.scope.get("root_path", "").rstrip("/") or PREFIX
+
+
 def _context_dependency():
     from airflow.api_fastapi.core_api.security import get_user
 
@@ -146,7 +151,7 @@ def _context_dependency():
     # resolves in the module's globals, where Airflow's security module is deliberately not imported.
     def context(request: Request, user: Any = Depends(get_user)) -> Context:  # noqa: B008
         inventory = current_inventory()
-        root = request.scope.get("root_path", "").rstrip("/") or PREFIX
+        root = _root(request)
         return Context(request=request, inventory=inventory, zone=zoneinfo.ZoneInfo(inventory.timezone), root=root,
                        airflow=root.removesuffix(PREFIX), dag_ids=_readable_dags(user, inventory))
 
@@ -168,8 +173,12 @@ def _environment() -> Environment:
 ENVIRONMENT = _environment()
 
 
-def render(ctx: Context | None, template: str, status: int = 200, **values: Any) -> HTMLResponse:
-    """A page in the common layout; ``fecha()`` shows a time in the inventory's zone, ``enlaces()`` a row's run."""
+def render(ctx: Context | None, template: str, status: int = 200, *, root: str = PREFIX,
+           **values: Any) -> HTMLResponse:
+    """A page in the common layout; ``fecha()`` shows a time in the inventory's zone, ``enlaces()`` a row's run.
+
+    Without a context (an error before the inventory was read), ``root`` is this app's path prefix.
+    """
     zone = ctx.zone if ctx else None
 
     def fecha(value: dt.datetime | None) -> str:
@@ -178,7 +187,7 @@ def render(ctx: Context | None, template: str, status: int = 200, **values: Any)
     def enlaces(row: dict[str, Any]) -> dict[str, str] | None:
         return airflow_links(ctx, row) if ctx else None
 
-    root = ctx.root if ctx else PREFIX
+    root = ctx.root if ctx else root
     active = values.pop("active", "")
     nav = [{"name": "Registro FT-GTI-004", "href": f"{root}/registro", "active": active == "registro"}]
     nav += [{"name": name, "href": f"{root}/{path}", "active": active == path}
@@ -261,11 +270,12 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(PageError)
     async def page_error(request: Request, err: PageError) -> HTMLResponse:
-        return render(None, "error.html", err.status, page_title="respaldo", message=err.message, hint=err.hint)
+        return render(None, "error.html", err.status, root=_root(request), page_title="respaldo",
+                      message=err.message, hint=err.hint)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, err: RequestValidationError) -> HTMLResponse:
-        return render(None, "error.html", 400, page_title="respaldo",
+        return render(None, "error.html", 400, root=_root(request), page_title="respaldo",
                       message="La dirección de la página tiene parámetros no válidos; vuelva al registro.")
 
     @app.exception_handler(HTTPException)
@@ -273,13 +283,13 @@ def create_app() -> FastAPI:
         if err.status_code == 401:
             from airflow.api_fastapi.app import get_auth_manager
 
-            return render(None, "error.html", 401, page_title="Inicie sesión",
+            return render(None, "error.html", 401, root=_root(request), page_title="Inicie sesión",
                           message="Estas páginas son parte de Airflow: inicie sesión en Airflow para verlas.",
                           login=get_auth_manager().get_url_login())
         if err.status_code == 403:
-            return render(None, "error.html", 403, page_title="Sin permiso",
+            return render(None, "error.html", 403, root=_root(request), page_title="Sin permiso",
                           message="Su usuario de Airflow no tiene permiso para ver las ejecuciones de los DAG.")
-        return render(None, "error.html", err.status_code, page_title="respaldo",
+        return render(None, "error.html", err.status_code, root=_root(request), page_title="respaldo",
                       message="No existe esa página." if err.status_code == 404 else str(err.detail))
 
     @app.get("/", include_in_schema=False)
