@@ -392,15 +392,15 @@ class _Table:
         self.edges = [pdf.l_margin]
         for width in self.widths:
             self.edges.append(self.edges[-1] + width)
-        self._width_cache: dict[tuple[str, str], float] = {}
+        # The fonts' advance widths (1/1000 em per character): measuring with them directly is what
+        # get_string_width() ends up doing, without a font switch and a text fragment per call.
+        self.advances = {style: pdf.fonts[f"dejavu{style}"].cw for style in ("", "B")}
+        self.scale = self.SIZE / 1000 / pdf.k
         self.top = 0.0
 
     def width(self, text: str, style: str = "") -> float:
-        key = (style, text)
-        if key not in self._width_cache:
-            self.pdf.set_font("DejaVu", style, self.SIZE)
-            self._width_cache[key] = self.pdf.get_string_width(text)
-        return self._width_cache[key]
+        advances = self.advances[style]
+        return sum(advances[ord(char)] for char in text) * self.scale
 
     def wrap(self, text: str, room: float, style: str = "") -> list[str]:
         if not text or self.width(text, style) <= room:
@@ -432,6 +432,8 @@ class _Table:
         if fill:
             pdf.set_fill_color(217, 217, 217)
             pdf.rect(self.edges[0], y, self.edges[-1] - self.edges[0], height, style="F")
+            # Back to the text colour: while they differ, fpdf2 wraps every text() in a colour change.
+            pdf.set_fill_color(0)
         current = None
         for lines, style, x in zip(cells, styles, self.edges, strict=False):
             if style != current:
