@@ -11,7 +11,9 @@ reports in its ``Server-Timing`` header (from the request reaching the pages' ap
 inventory, access check, register queries, rendering) and the client's wall time over loopback;
 medians of the rounds. Beside each page, the same SQL timed alone through psycopg, as a floor.
 
-Runs alone too: ``.venv/bin/python -m bench.registro [--rounds N]`` prints its table.
+Runs alone too: ``.venv/bin/python -m bench.registro [--rounds N] [--write]`` prints its table; ``--write``
+also puts it in ``bench/RESULTS.md`` as a section of its own (the next full ``make bench`` folds it into the
+main table).
 """
 
 from __future__ import annotations
@@ -273,6 +275,7 @@ HOW = """- 10: respaldo's pages on a real api-server (`bench/registro.py`): a re
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.registro", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--write", action="store_true", help="also write the table into bench/RESULTS.md")
     args = parser.parse_args(argv)
     started = time.monotonic()
 
@@ -282,12 +285,31 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     with tempfile.TemporaryDirectory(prefix="respaldo-bench-registro-") as work:
         data = run(Path(work), Path(work), args.rounds, say)
-    from bench.run import text_table
+    from bench.run import RESULTS_MD, markdown_table, text_table
 
+    rows = build_rows(data)
     print()
     print(data_text(data))
-    print(text_table(build_rows(data)))
+    print(text_table(rows))
+    if args.write:
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+        section = (f"{SECTION_START}\n## Section 10 alone: the register's pages (`python -m bench.registro`)\n\n"
+                   f"Run on its own on {when}, {args.rounds} rounds, medians; load average after: {load}. "
+                   f"{data_text(data)}\n\n{markdown_table(rows)}\n\nEvery round:\n{rounds_text(data)}\n\n"
+                   f"How:\n{HOW}\n{SECTION_END}\n")
+        text = RESULTS_MD.read_text(encoding="utf-8")
+        if SECTION_START in text:
+            text = text[:text.index(SECTION_START)] + section + text[text.index(SECTION_END) + len(SECTION_END) + 1:]
+        else:
+            text = text.rstrip("\n") + "\n\n" + section
+        RESULTS_MD.write_text(text, encoding="utf-8")
+        print(f"\n(written to {RESULTS_MD.relative_to(ROOT)})")
     return 0
+
+
+SECTION_START = "<!-- bench.registro -->"
+SECTION_END = "<!-- /bench.registro -->"
 
 
 if __name__ == "__main__":
