@@ -9,6 +9,7 @@
 #     cannot read. So we install postgresql-client-${PG_MAJOR} and put its bin directory first on
 #     PATH, so the pg_wrapper in /usr/bin can never pick another installed major.
 #   - zstd (step 5, and restoring by hand), openssh-client (remote second copies),
+#     fonts-dejavu-core (the FT-GTI-004 PDF: DejaVu Sans prints accents and ñ),
 #     default-mysql-client (mariadb / mariadb-dump for MySQL and MariaDB sources; the base image's
 #     mariadb-client from MariaDB's repository satisfies it).
 #   - the Python requirements pinned in requirements.txt (Airflow's constraint files are not
@@ -42,6 +43,7 @@ RUN set -eux; \
         zstd \
         openssh-client \
         default-mysql-client \
+        fonts-dejavu-core \
         build-essential \
         pkg-config \
         libmariadb-dev-compat; \

@@ -24,6 +24,9 @@ What it does (3 to 4 minutes on a 2-core machine; everything big it makes is rem
     plus ``zstd -t`` of the same file, rounds interleaved.
 10. The follow-up (``bench.seguimiento``): ``respaldo seguimiento`` over 500 targets with 45 and 90 days of
     history in the register; ``--only seguimiento`` runs this section alone (about a minute).
+12. The register's pages (``bench.registro``, runs alone too): a 100,000-row register served by a real
+    api-server; server time of the first page, a filtered month, other filters, and the month's XLSX and
+    PDF sheet of 3,000 lines.
 
 Working files live in ``bench/.work/`` (gitignored); the results also go to ``bench/RESULTS.md``.
 ``--rounds N`` takes more rounds on a noisy machine. The subprocesses inherit ``PYTHONPATH``, so
@@ -53,7 +56,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import seguimiento, sources  # noqa: E402
+from bench import registro, seguimiento, sources  # noqa: E402
 from bench.procs import Measured, measure  # noqa: E402
 from devtools.demo_data import financiero_sql  # noqa: E402
 from devtools.servers import PG_BIN, PostgresServer  # noqa: E402
@@ -534,6 +537,7 @@ def rounds_text(data: dict) -> str:
         f"- parse process: {values(parse['parse'], 'process_wall_s')}; import-only process: "
         f"{values(parse['baseline'], 'process_wall_s')}",
         sources.rounds_text(data.get("sources") or {}),
+        registro.rounds_text(data["registro"]),
     ])
 
 
@@ -554,6 +558,7 @@ Data (`devtools.demo_data.financiero_sql`: numeric, Spanish text, jsonb): {big['
 ({big['rows']:,} rows; custom-format dump {dump / MB:,.0f} MB) and {small['db_bytes'] / MB:,.0f} MB
 ({small['rows']:,} rows). MB/s = dump bytes / wall time.
 {sources.data_text(data.get("sources") or {})}
+{registro.data_text(data["registro"])}
 
 {markdown_table(rows)}
 
@@ -577,6 +582,8 @@ How each number is taken:
   imports only); both leave with `os._exit`, so interpreter teardown is in neither.
 {sources.HOW}
 {seguimiento.HOW}
+
+{registro.HOW}
 """
     RESULTS_MD.write_text(text, encoding="utf-8")
 
@@ -705,6 +712,7 @@ def main(argv: list[str] | None = None) -> int:
 
         data["sources"] = sources.run(run_dir / "sources", bench.logs, args.rounds, say, args.rows_maria)
         data["seguimiento"] = seguimiento.run(run_dir / "seguimiento", bench.logs, say, bench.airflow_env())
+        data["registro"] = registro.run(run_dir / "registro", bench.logs, max(args.rounds, 5), say)
     finally:
         say("cleaning up: throwaway cluster, bench databases, big files")
         cleanup(bench, args.keep)
@@ -713,7 +721,8 @@ def main(argv: list[str] | None = None) -> int:
     data["elapsed_s"] = time.monotonic() - _started
     data["machine"] = machine()
     (WORK / "results.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    rows = build_rows(data) + sources.build_rows(data["sources"]) + seguimiento.build_rows(data["seguimiento"])
+    rows = (build_rows(data) + sources.build_rows(data["sources"]) + seguimiento.build_rows(data["seguimiento"])
+            + registro.build_rows(data["registro"]))
     print()
     print(f"respaldo bench, {data['date']}, {data['machine']['cores']} cores, load {load_before} -> "
           f"{data['load_after']}; 1 GB = {bench.sizes[bench.big_db]['db_bytes'] / MB:,.0f} MB database; "

@@ -160,6 +160,8 @@ class AirflowStack:
     :param schedule: whether the scheduler creates runs from the DAGs' schedules. Off, only triggered
         runs and backfills run: unpausing a DAG then starts nothing by itself (with ``catchup=False``
         Airflow otherwise runs the latest slot already due at once), which keeps tests deterministic.
+    :param timezone: Airflow's ``[core] default_timezone`` (the zone of times given without one), like a
+        deployment sets it to the inventory's; Airflow's default (UTC) when None.
     """
 
     home: Path
@@ -170,6 +172,7 @@ class AirflowStack:
     plugins_folder: Path = ROOT / "plugins"
     triggerer: bool = False
     schedule: bool = True
+    timezone: str | None = None
     username: str = "admin"
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     api: AirflowApi | None = None
@@ -228,6 +231,8 @@ class AirflowStack:
             AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(self.home / "logs"),
             **self._fixed,
         )
+        if self.timezone:
+            env["AIRFLOW__CORE__DEFAULT_TIMEZONE"] = self.timezone
         env.update(self.extra_env)
         return env
 

@@ -155,7 +155,8 @@ class Demo:
         }.items()))
 
         say("Iniciando Airflow (migración de la base de metadatos, API, scheduler, procesador de DAG)...")
-        self.stack = AirflowStack(home=DEMO / "airflow", database_url=metadata_url, extra_env=env, port=PORT)
+        self.stack = AirflowStack(home=DEMO / "airflow", database_url=metadata_url, extra_env=env, port=PORT,
+                                  timezone="America/Bogota")  # the inventory's
         self.stack.start(timeout=180)
         self.stack.command([str(VENV_BIN / "respaldo"), "pools"])
         for dag_id in DAGS:
@@ -232,11 +233,16 @@ class Demo:
         say()
         say("=" * 78)
         say(f"Airflow:      {self.stack.base_url}")
+        say(f"Registro:     {self.stack.base_url}/respaldo/registro (en el menú de Airflow: «Registro FT-GTI-004»; "
+            "hoja del mes en XLSX y PDF)")
         say(f"Usuario:      {self.stack.username}")
         say(f"Contraseña:   {self.stack.password}")
         say(f"Inventario:   {DEMO / 'inventory.yaml'}")
         say(f"Respaldos:    {DEMO / 'respaldos'}")
-        say("Registro:     set -a; . .demo/registro.env; set +a; .venv/bin/respaldo registro .demo/inventory.yaml")
+        say("Por consola:  set -a; . .demo/registro.env; set +a; .venv/bin/respaldo registro .demo/inventory.yaml "
+            "[--pdf hoja.pdf]")
+        say("Horas:        las páginas de respaldo muestran America/Bogota; la interfaz de Airflow, la zona del "
+            "navegador (menú Usuario › Timezone)")
         say(f"Logs:         {DEMO / 'airflow'} (api-server.log, scheduler.log, dag-processor.log, logs/)")
         say("Los correos de aviso que lleguen se muestran aquí.")
         say(f"Lista en {self.elapsed()}. Ctrl-C para detener.")

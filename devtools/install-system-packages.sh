@@ -6,9 +6,13 @@
 #   the tests' real servers:       postgresql, mariadb-server (throwaway instances), openssh-server;
 #                                   strace (no-I/O checks)
 #   checking docker-compose.yaml:  docker-compose (no engine needed for `config`)
+#   the FT-GTI-004 sheet and pages: fonts-dejavu-core (the PDF's Unicode font: accents and ñ);
+#                                   the browser test: chromium (driven by Playwright, which never
+#                                   downloads a browser of its own), poppler-utils (pdftotext)
 set -euo pipefail
 packages=(postgresql postgresql-client mariadb-client mariadb-server zstd openssh-client openssh-server strace
-          default-libmysqlclient-dev pkg-config docker-compose python3-venv)
+          default-libmysqlclient-dev pkg-config docker-compose python3-venv fonts-dejavu-core chromium
+          poppler-utils)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

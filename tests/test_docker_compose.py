@@ -175,6 +175,11 @@ def test_every_airflow_service_has_the_same_settings(name, variable, expected):
 
 
 @pytest.mark.parametrize("name", AIRFLOW_SERVICES)
+def test_airflow_reads_times_without_a_zone_in_the_docker_inventorys_timezone(name):
+    assert environment(name)["AIRFLOW__CORE__DEFAULT_TIMEZONE"] == load_inventory(docker_inventory_path()).timezone
+
+
+@pytest.mark.parametrize("name", AIRFLOW_SERVICES)
 def test_pythonpath_of_every_airflow_service_includes_the_mounted_include_folder(name):
     assert "/opt/airflow/include" in environment(name).get("PYTHONPATH", "").split(":")
 
@@ -332,6 +337,7 @@ def test_the_dockerfile_installs_the_pinned_requirements():
     (r"zstd", "step 5 compresses with zstd"),
     (r"openssh-client", "second copies on a remote host"),
     (r"default-mysql-client", "MySQL and MariaDB sources"),
+    (r"fonts-dejavu-core", "the FT-GTI-004 PDF prints accents and ñ in DejaVu Sans"),
 ])
 def test_the_dockerfile_installs_the_apt_packages_the_backups_run(package, why):
     install = [line for line in dockerfile().splitlines() if re.match(r"RUN .*apt-get install", line)]

@@ -15,6 +15,7 @@ from conftest import SYSTEM_PG, write_inventory
 
 from respaldo import register
 from respaldo.errors import RegisterError
+from respaldo.register import esquema
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +61,7 @@ def test_the_register_creates_its_schema_once_even_when_many_tasks_start_togethe
     assert sorted(r["target"] for r in rows(fresh_register)) == [f"objetivo_{i}" for i in range(6)]
     with psycopg.connect(f"{SYSTEM_PG}/{fresh_register}") as conn:
         versions = conn.execute("SELECT version FROM respaldo.schema_migrations ORDER BY 1").fetchall()
-        assert versions == [(1,), (2,), (3,)]
+        assert versions == [(version,) for version, _, _ in register.MIGRATIONS]
 
 
 def test_a_retry_updates_its_row_instead_of_adding_one(fresh_register):
@@ -104,10 +105,23 @@ def test_the_printed_sheet_uses_the_forms_words(fresh_register, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "FORMATO DE CONTROL DE BACKUP FT-GTI-004" in proc.stdout
     assert "Fecha de creación:   2026-03-17 13:00:05" in proc.stdout  # shown in Bogota time
-    assert "Estado:              exitoso" in proc.stdout and "Estado:              FALLIDO" in proc.stdout
+    assert "Estado:              exitoso" in proc.stdout and "Estado:              fallido" in proc.stdout
     assert "Tamaño original:     10.0 MiB" in proc.stdout and "Observaciones:       cierre de vigencia" in proc.stdout
     assert "Error:               Falló «copia»: sin conexión" in proc.stdout
     csv_out = subprocess.run([str(ROOT / ".venv/bin/respaldo"), "registro", "--csv", "--objetivo", "financiero_pg",
                               str(inventory)], capture_output=True, text=True, check=True).stdout.splitlines()
     assert csv_out[0].startswith("Fecha de creación,Objetivo,Tipo,Frecuencia,Mecanismo,Estado,Archivo")
-    assert len(csv_out) == 2 and ",success,/r/f.dump.zst,10485760,2097152," in csv_out[1]
+    assert len(csv_out) == 2 and ",exitoso,/r/f.dump.zst,10485760,2097152," in csv_out[1]
+
+
+def test_a_migration_from_another_branch_runs_even_when_a_higher_one_arrived_first(fresh_register, monkeypatch):
+    """Migrations written on separate branches may land out of order: each still runs once."""
+    full = list(register.MIGRATIONS)
+    late = full[-2]  # a real migration, lower than the highest
+    monkeypatch.setattr(esquema, "MIGRATIONS", [m for m in full if m is not late])
+    register.record("registro_nuevo", row("success"))  # the database has every version but the late one
+    monkeypatch.setattr(esquema, "MIGRATIONS", full)
+    register.record("registro_nuevo", row("success", run_id="scheduled__2026-01-02"))
+    with psycopg.connect(f"{SYSTEM_PG}/{fresh_register}") as conn:
+        versions = [v for (v,) in conn.execute("SELECT version FROM respaldo.schema_migrations ORDER BY applied_at, 1")]
+    assert versions[-1] == late[0] and sorted(versions) == [v for v, _, _ in full]

@@ -143,18 +143,50 @@ def _date(text: str) -> dt.datetime:
         raise argparse.ArgumentTypeError(f"fecha no válida «{text}» (use AAAA-MM-DD)") from err
 
 
+def _month(text: str):
+    from respaldo.register.hoja import Period, SheetError
+
+    try:
+        return Period.month(text)
+    except SheetError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
 def cmd_register(args: argparse.Namespace) -> int:
-    """Print the FT-GTI-004 sheet from ``respaldo.control_backup``."""
+    """Print the FT-GTI-004 register (text or CSV), or write the month's sheet as XLSX and PDF."""
     import zoneinfo
 
     from respaldo import register
+    from respaldo.register import consulta
 
+    if args.mes and (args.desde or args.hasta):
+        print("Use --mes o --desde/--hasta, no ambos.", file=sys.stderr)
+        return 2
+    if args.csv and (args.xlsx or args.pdf):
+        print("--csv escribe en la salida estándar: úselo aparte de --xlsx y --pdf.", file=sys.stderr)
+        return 2
     inventory = _load(args.file)
     zone = zoneinfo.ZoneInfo(inventory.timezone)
-    since = args.desde.replace(tzinfo=args.desde.tzinfo or zone) if args.desde else None
-    until = args.hasta.replace(tzinfo=args.hasta.tzinfo or zone) + dt.timedelta(days=1) if args.hasta else None
-    rows = register.fetch(inventory.register.conn_id, target=args.objetivo, since=since, until=until,
-                          limit=args.limite)
+    with register.connect(inventory.register.conn_id) as conn:
+        if args.objetivo and args.objetivo not in {t.id for t in inventory.targets} | set(consulta.targets(conn)):
+            known = sorted({t.id for t in inventory.targets})
+            print(f"Objetivo desconocido «{args.objetivo}»: no está en el inventario ni en el registro."
+                  f"{_close(args.objetivo, known)}", file=sys.stderr)
+            return 1
+        if args.xlsx or args.pdf:
+            return _write_sheet(args, inventory, zone, conn)
+        since = args.mes.bounds(zone)[0] if args.mes else (
+            args.desde.replace(tzinfo=args.desde.tzinfo or zone) if args.desde else None)
+        until = args.mes.bounds(zone)[1] if args.mes else (
+            args.hasta.replace(tzinfo=args.hasta.tzinfo or zone) + dt.timedelta(days=1) if args.hasta else None)
+        if args.csv:
+            # Every row (superseded missing slots too) and every column the table has today.
+            where = consulta.Filter(target=args.objetivo, since=since, until=until, superseded=True)
+            with consulta.every_column(conn, where, limit=args.limite) as (names, rows):
+                _print_csv(names, rows, zone)
+            return 0
+        where = consulta.Filter(target=args.objetivo, since=since, until=until)
+        rows = consulta.page(conn, where, size=args.limite or 10**9).rows
 
     def cell(row: dict, key: str) -> str:
         value = row.get(key)
@@ -162,20 +194,11 @@ def cmd_register(args: argparse.Namespace) -> int:
             return ""
         if isinstance(value, dt.datetime):
             return value.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
-        if key in ("original_bytes", "compressed_bytes") and not args.csv:
+        if key in ("original_bytes", "compressed_bytes"):
             return human_bytes(value)
-        if key == "status" and not args.csv:
-            return "exitoso" if value == "success" else "FALLIDO"
-        return str(value)
+        return str(register.word(key, value))
 
-    columns = register.SHEET_COLUMNS if args.csv else [c for c in register.SHEET_COLUMNS
-                                                      if c[0] not in ("sha256", "run_id", "logical_date")]
-    if args.csv:
-        writer = csv.writer(sys.stdout)
-        writer.writerow([label for _, label in columns])
-        for row in rows:
-            writer.writerow([cell(row, key) for key, _ in columns])
-        return 0
+    columns = [c for c in register.SHEET_COLUMNS if c[0] not in ("sha256", "run_id", "logical_date")]
     print(f"FORMATO DE CONTROL DE BACKUP FT-GTI-004 — {inventory.organization}")
     print(f"Fechas en {inventory.timezone}. {len(rows)} registro(s).")
     print()
@@ -250,6 +273,55 @@ def cmd_verificar(args: argparse.Namespace) -> int:
     return 1 if damaged else 0
 
 
+def _close(word: str, candidates: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" ¿Quiso decir «{close[0]}»?" if close else ""
+
+
+def _print_csv(names: list[str], rows, zone) -> None:
+    """Every column: the sheet's first, in its order, then the rest in the table's order."""
+    from respaldo import register
+
+    first = [key for key, _ in register.SHEET_COLUMNS if key in names]
+    order = first + [name for name in names if name not in first]
+    index = {name: position for position, name in enumerate(names)}
+
+    def value(row: tuple, key: str):
+        found = row[index[key]]
+        if found is None:
+            return ""
+        if isinstance(found, dt.datetime):
+            return found.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+        return register.word(key, found)
+
+    writer = csv.writer(sys.stdout)
+    writer.writerow([register.LABELS.get(key, key) for key in order])
+    for row in rows:
+        writer.writerow([value(row, key) for key in order])
+
+
+def _write_sheet(args: argparse.Namespace, inventory: Inventory, zone, conn) -> int:
+    from respaldo.register import hoja
+
+    if args.mes:
+        period = args.mes
+    elif args.desde or args.hasta:
+        today = dt.datetime.now(zone).date()
+        period = hoja.Period.days(args.desde.date() if args.desde else today.replace(day=1),
+                                  args.hasta.date() if args.hasta else today)
+    else:
+        period = hoja.Period.containing(dt.datetime.now(zone).date())
+    sheet = hoja.build(conn, organization=inventory.organization, version=inventory.register.form_version,
+                       timezone=inventory.timezone, period=period, target=args.objetivo)
+    for path, write in ((args.xlsx, hoja.write_xlsx), (args.pdf, hoja.write_pdf)):
+        if path:
+            write(sheet, path)
+            print(f"Hoja FT-GTI-004 de {period.label()}: {len(sheet.lines)} línea(s) en {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="respaldo",
@@ -269,10 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("check", cmd_check, "Comprueba que cada fuente, el registro y la carpeta de respaldos respondan.")
     pools = add("pools", cmd_pools, "Crea los pools de Airflow que limitan copias simultáneas por servidor.")
     pools.add_argument("--slots", type=int, default=1, help="cupos de cada pool nuevo (por defecto 1)")
-    registro = add("registro", cmd_register, "Imprime el formato de control de backup FT-GTI-004.")
+    registro = add("registro", cmd_register, "Imprime el formato de control de backup FT-GTI-004, o escribe la "
+                   "hoja del mes en XLSX y PDF.")
     registro.add_argument("--objetivo", help="solo este objetivo")
     registro.add_argument("--desde", type=_date, help="desde esta fecha (AAAA-MM-DD)")
     registro.add_argument("--hasta", type=_date, help="hasta esta fecha, incluida (AAAA-MM-DD)")
+    registro.add_argument("--mes", type=_month, help="solo este mes (AAAA-MM)")
     registro.add_argument("--limite", type=int, help="como mucho tantas filas")
     registro.add_argument("--csv", action="store_true", help="en CSV, con todas las columnas")
     seguimiento = add("seguimiento", cmd_seguimiento,
@@ -285,6 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     verificar.add_argument("--objetivo", help="solo este objetivo")
     verificar.add_argument("--todo", action="store_true",
                            help="todas las copias guardadas (por defecto, la más reciente de cada objetivo)")
+
+    registro.add_argument("--xlsx", metavar="ARCHIVO", help="escribe la hoja FT-GTI-004 en Excel (por defecto el mes "
+                          "en curso; o --mes, o --desde/--hasta)")
+    registro.add_argument("--pdf", metavar="ARCHIVO", help="escribe la hoja FT-GTI-004 en PDF, lista para imprimir y "
+                          "firmar (mismo periodo que --xlsx)")
     return parser
 
 

@@ -52,6 +52,10 @@ class Register(_Model):
     conn_id: Annotated[
         str, Field(min_length=1, description="Conexión de Airflow (postgres) del registro FT-GTI-004.")
     ] = "respaldo_registro"
+    form_version: Annotated[
+        str, Field(min_length=1, description="Versión del formato FT-GTI-004 que se imprime en la hoja.",
+                   examples=["01"])
+    ] = "01"
 
 
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"

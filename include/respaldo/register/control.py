@@ -66,6 +66,41 @@ SHEET_COLUMNS: list[tuple[str, str]] = [
     ("run_id", "Ejecución"),
 ]
 
+#: The Spanish label of every column of ``respaldo.control_backup`` that people read (CSV header,
+#: pages). A column added by a later migration and missing here is shown under its own name.
+LABELS: dict[str, str] = {
+    "id": "Registro",
+    **dict(SHEET_COLUMNS),
+    "dag_id": "DAG",
+    "run_type": "Tipo de ejecución",
+    "started_at": "Inicio",
+    "finished_at": "Fin",
+    "step": "Paso",
+    "compression": "Compresión",
+    "try_number": "Intento",
+    "original_sha256": "SHA-256 del archivo entregado",
+    "updated_at": "Actualizado",
+    "superseded_by": "Cubierto por el registro",
+    "verified_at": "Verificado",
+    "verify_status": "Verificación",
+    "verify_error": "Error de verificación",
+}
+
+#: The words people read for the values the database keeps in English. The database keeps the raw
+#: values (``success``...); every output for people (text, CSV, pages, the XLSX and PDF sheet) shows these.
+WORDS: dict[str, dict[str, str]] = {
+    "status": {"success": "exitoso", "failed": "fallido", "missing": "faltante"},
+    "mechanism": {"automatic": "automático", "manual": "manual"},
+    "verify_status": {"intact": "íntegro", "damaged": "dañado"},
+    "run_type": {"scheduled": "programada", "manual": "manual", "backfill": "backfill"},
+}
+STATUS_WORDS = WORDS["status"]
+
+
+def word(column: str, value: Any) -> Any:
+    """The Spanish word for ``value`` of ``column`` when it has one, else ``value`` unchanged."""
+    return WORDS.get(column, {}).get(value, value)
+
 
 @dataclass(frozen=True)
 class Recorded:

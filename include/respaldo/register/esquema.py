@@ -20,6 +20,12 @@ FOLLOWUP_CLASSES = f"{SCHEMA}.seguimiento_clase"
 FOLLOWUP_AIRFLOW = f"{SCHEMA}.seguimiento_airflow"
 _LOCK_KEY = 0x7265737061  # "respa": serialises migrations across workers
 
+#: A row's date, the one the pages and the FT-GTI-004 sheet order and filter by: the copy's creation
+#: date when there is a copy, else the slot it was for (a missing slot, a copy that failed before
+#: existing), else when the row was written (a manual run without a slot that failed). Indexed by
+#: migration 5: queries must spell it exactly like this for PostgreSQL to use the index.
+ROW_DATE = "(coalesce(backup_at, logical_date, finished_at))"
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
         1,
@@ -136,6 +142,14 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             WHERE status = 'missing' AND superseded_by IS NULL;
         """,
     ),
+    (
+        5,
+        "the register's pages and monthly sheet: rows in order of their date (ROW_DATE), by target too",
+        f"""
+        CREATE INDEX IF NOT EXISTS control_backup_row_date ON {TABLE} ({ROW_DATE} DESC, id DESC);
+        CREATE INDEX IF NOT EXISTS control_backup_target_row_date ON {TABLE} (target, {ROW_DATE} DESC, id DESC);
+        """,
+    ),
 ]
 
 
@@ -149,18 +163,20 @@ def migrate(conn) -> int:
             " version integer PRIMARY KEY, description text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        cur.execute(f"SELECT coalesce(max(version), 0) FROM {SCHEMA}.schema_migrations")
-        current = cur.fetchone()[0]
+        cur.execute(f"SELECT version FROM {SCHEMA}.schema_migrations")
+        applied = {version for (version,) in cur.fetchall()}
+        # Every version the database lacks, not only those above its highest: migrations written on
+        # separate branches may arrive out of order (5 before 4), and each must still run once.
         for version, description, sql in MIGRATIONS:
-            if version > current:
+            if version not in applied:
                 cur.execute(sql)
                 cur.execute(
                     f"INSERT INTO {SCHEMA}.schema_migrations (version, description) VALUES (%s, %s)",
                     (version, description),
                 )
-                current = version
+                applied.add(version)
     conn.commit()
-    return current
+    return max(applied, default=0)
 
 
 @contextlib.contextmanager
