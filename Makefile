@@ -7,12 +7,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test lint demo bench lock clean
 
+# --compile-bytecode: Python here runs with PYTHONDONTWRITEBYTECODE=1, so without it every Airflow process
+# (each task, the scheduler, the DAG processor) would compile its imports from source again.
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml devtools/install-system-packages.sh
 	bash devtools/install-system-packages.sh
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip --upgrade >/dev/null
 	$(BIN)/python -m pip install --quiet --upgrade uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.txt -r requirements-dev.txt
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.txt -r requirements-dev.txt
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
