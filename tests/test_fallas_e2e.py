@@ -82,14 +82,19 @@ def table_locked(source_pg, database: str, table: str):
         conn.close()
 
 
+def _copies(process: psutil.Process, target: str) -> bool:
+    """Whether this pg_dump is ``target``'s copy: its private service file names the session after it."""
+    service = Path((process.environ() or {}).get("PGSERVICEFILE", "/nonexistent"))
+    return service.is_file() and f"application_name=respaldo {target}" in service.read_text()
+
+
 def waiting_pg_dump(target: str, timeout: float = 90) -> psutil.Process:
     """The pg_dump of ``target``'s copy, once it is running (waiting for the lock)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for process in psutil.process_iter(["name", "environ"]):
-            with contextlib.suppress(psutil.Error, TypeError):
-                if process.info["name"] == "pg_dump" and target in (process.info["environ"] or {}).get(
-                        "PGAPPNAME", ""):
+        for process in psutil.process_iter(["name"]):
+            with contextlib.suppress(psutil.Error, OSError):
+                if process.info["name"] == "pg_dump" and _copies(process, target):
                     return process
         time.sleep(0.2)
     raise AssertionError(f"no pg_dump of {target} started within {timeout:.0f} s")
