@@ -13,6 +13,7 @@ import json
 import os
 import re
 import subprocess
+import time
 import zoneinfo
 from pathlib import Path
 
@@ -402,3 +403,41 @@ def check_pdf(path: Path) -> None:
     assert "Falló «copia»: conexión rechazada" in flat and "Ana Pérez" in flat and "Muñoz" in flat
     assert re.search(r"\bfaltante\b", flat) and re.search(r"\bfallido\b", flat) and re.search(r"\bexitoso\b", flat)
     assert re.search(r"Elaboró\s+Revisó", flat) and flat.count("Firma:") == 2
+
+
+def test_in_a_browser_the_run_form_triggers_with_responsable_and_observaciones_left_empty(ui, browser, tmp_path):
+    """The form's help says empty is allowed: the Trigger button must not stay disabled when they are."""
+    ui.stack.api.request("PATCH", "/dags/respaldo_diario", json={"is_paused": True})  # the run must not start
+    before = {r["dag_run_id"] for r in ui.stack.api.runs("respaldo_diario")}
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    try:
+        page.goto(f"{ui.base}/")
+        page.get_by_label("Username").fill(ui.stack.username)
+        page.get_by_label("Password").fill(ui.stack.password)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{ui.base}/")
+        page.goto(f"{ui.base}/dags/respaldo_diario")
+        page.get_by_role("button", name="Trigger").first.click()
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_text("Run Parameters").wait_for()
+        responsable = dialog.get_by_role("textbox").nth(1)  # Objetivos, Responsable, Observaciones
+        responsable.fill("Ana Pérez")
+        responsable.fill("")  # what a person does: types, then changes their mind
+        trigger = dialog.get_by_role("button", name="Trigger")
+        page.screenshot(path=str(tmp_path / "formulario.png"), full_page=True)
+        assert trigger.is_enabled(), "with responsable and observaciones empty the form must still trigger"
+        trigger.click()
+        deadline = time.monotonic() + 30
+        while not (new := [r for r in ui.stack.api.runs("respaldo_diario") if r["dag_run_id"] not in before]):
+            assert time.monotonic() < deadline, "the form created no run"
+            time.sleep(0.5)
+        [run] = new
+        assert run["conf"] == {"objetivos": [], "responsable": None, "observaciones": None}
+    finally:
+        context.close()
+        for run in ui.stack.api.runs("respaldo_diario"):  # stopped before it copies anything (the DAG is paused)
+            if run["dag_run_id"] not in before:
+                ui.stack.api.request("PATCH", f"/dags/respaldo_diario/dagRuns/{run['dag_run_id']}",
+                                     json={"state": "failed"})
+        ui.stack.api.request("PATCH", "/dags/respaldo_diario", json={"is_paused": False})
