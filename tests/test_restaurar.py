@@ -189,3 +189,12 @@ def test_a_destination_of_the_wrong_sort_is_a_usage_error(copias, tmp_path, targ
                      str(inventory)])
     assert code == 2
     assert said in capsys.readouterr().err
+
+
+def test_respaldo_check_says_whether_the_drill_servers_answer(copias, drill_pg, drill_mariadb, capsys):
+    cli.main(["check", str(copias.inventory)])
+    out = capsys.readouterr().out
+    assert (f"[OK] servidor de simulacros PostgreSQL: conexión «pg_simulacros» responde "
+            f"(127.0.0.1:{drill_pg.port})") in out
+    assert (f"[OK] servidor de simulacros MySQL/MariaDB: conexión «mysql_simulacros» responde "
+            f"(127.0.0.1:{drill_mariadb.port})") in out

@@ -390,6 +390,7 @@ def days_ago(days: float) -> dt.datetime:
     pytest.param([ejercicio.Turno("sin_copia", 7, None)], None, [], id="a-target-without-a-good-copy-is-not-drilled"),
     pytest.param([ejercicio.Turno("reciente", 7, 1, days_ago(1), "aprobado", 1), ejercicio.Turno("otro", 7, 1)],
                  ["reciente"], ["reciente"], id="the-run-form-drills-exactly-what-it-names"),
+    pytest.param([ejercicio.Turno("nuevo", 7, 1)], [], [], id="a-form-naming-other-servers-targets-drills-none-here"),
 ])
 def test_the_targets_due_are_drilled_most_overdue_first(turnos, chosen, expected):
     assert [p.target for p in ejercicio.due(turnos, NOW, chosen)] == expected
@@ -402,6 +403,9 @@ def test_a_scheduled_run_drills_only_the_targets_due_most_overdue_first_one_at_a
     goods = registro.newest_good("respaldo_registro", list(KINDS))
     ago = {"sim_vm": 20, "sim_archivos": 10, "sim_manual": 1, "sim_pg": 0, "sim_mysql": 0, "sim_portal": 0}
     with psycopg.connect(f"{SYSTEM_PG}/{REGISTER_DB}") as conn:
+        # Earlier drills of this session go far back: the drills inserted here are each target's latest.
+        conn.execute("UPDATE respaldo.simulacro SET started_at = started_at - interval '400 days' "
+                     "WHERE target = ANY(%s)", (list(KINDS),))
         for target, days in ago.items():
             conn.execute("INSERT INTO respaldo.simulacro (target, kind, control_id, run_id, started_at, finished_at, "
                          "verdict) VALUES (%s, 'prueba', %s, 'prueba_turno', now() - %s * interval '1 day', "

@@ -95,12 +95,27 @@ def cmd_check(args: argparse.Namespace) -> int:
                "`respaldo pools`)")
     except Exception as err:  # noqa: BLE001 - Airflow's database may be out of reach from here
         report(False, "pools de Airflow", f"no se pudo consultar la base de Airflow: {str(err).strip()[:300]}")
+    for key, label in (("conn_id", "PostgreSQL"), ("mysql_conn_id", "MySQL/MariaDB")):
+        conn_id = getattr(inventory.drills, key)
+        if conn_id:
+            try:
+                report(True, f"servidor de simulacros {label}", _check_drill_server(label, conn_id))
+            except Exception as err:  # noqa: BLE001 - reported as a failed check
+                report(False, f"servidor de simulacros {label}", str(err).strip())
     for target in sorted(inventory.targets, key=lambda t: t.id):
         try:
             report(True, target.id, _check_target(target))
         except Exception as err:
             report(False, target.id, str(err).strip())
     return 1 if failures else 0
+
+
+def _check_drill_server(label: str, conn_id: str) -> str:
+    from respaldo.simulacro import destino
+
+    server = destino.server("postgres" if label == "PostgreSQL" else "mysql", conn_id)
+    server.leftovers()  # connects and reads the catalogue the drills use
+    return f"conexión «{conn_id}» responde ({server.where})"
 
 
 def _check_target(target) -> str:

@@ -71,7 +71,8 @@ class Pendiente:
 def due(turnos: list[Turno], now: dt.datetime, chosen: list[str] | None = None) -> list[Pendiente]:
     """The targets due, the most overdue first: never drilled (by id), then by how long overdue.
 
-    With ``chosen`` (the run form's targets) exactly those are drilled, due or not, if they have a copy.
+    With ``chosen`` (the run form's targets, None when it names none) exactly those are drilled, due or
+    not, if they have a copy.
     """
     found = []
     for turno in turnos:
@@ -79,7 +80,7 @@ def due(turnos: list[Turno], now: dt.datetime, chosen: list[str] | None = None) 
             continue
         every = dt.timedelta(days=turno.every_days)
         overdue = now - (turno.last_started + every) if turno.last_started else None
-        if chosen:
+        if chosen is not None:
             if turno.target in chosen:
                 found.append(Pendiente(turno.target, "pedido en el formulario de la ejecución", overdue))
         elif turno.last_started is None:
@@ -136,13 +137,13 @@ def drill(target: Any, settings: dict[str, Any], run: Ejecucion) -> dict[str, An
     copy = registro.newest_good(conn_id, [target.id]).get(target.id)
     if copy is None:
         return {"simulacro": None, "veredicto": None, "motivo": "no hay ninguna copia buena que restaurar"}
-    group = grupos.group_of(target)
-    server_conn = settings.get({"bases_postgres": "conn_id", "bases_mysql": "mysql_conn_id"}.get(group, ""), None)
+    engine = grupos.engine_of(target)
+    server_conn = settings.get("conn_id" if engine == "postgres" else "mysql_conn_id") if engine else None
     name = destino.scratch_name(target.id, dt.datetime.now(zone).date())
     copia = Copia(Path(copy["artifact_path"]), kind_of_row(copy), copy)
     drill_id = registro.start(conn_id, target=target.id, kind=copia.kind, control_id=copy["id"], dag_id=run.dag_id,
                               run_id=run.run_id, try_number=run.try_number,
-                              server=server_conn if grupos.engine_of(target) else "local", scratch=name)
+                              server=server_conn if engine else "local", scratch=name)
     log.info("Simulacro %s de «%s»: restaura la copia del %s (fila %s, %s) en «%s»", drill_id, target.id,
              copy["backup_at"].astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if copy.get("backup_at") else "?",
              copy["id"], copia.path, name)

@@ -48,16 +48,22 @@ class Progress:
     say: Say = _quiet
     started: float = field(default_factory=time.monotonic)
     last: float = field(default_factory=time.monotonic)
+    read_all: bool = False
 
     def update(self, position: int) -> None:
         now = time.monotonic()
-        if now - self.last < PROGRESS_SECONDS:
+        if now - self.last < PROGRESS_SECONDS or self.read_all:
             return
         self.last = now
         elapsed = now - self.started
+        if self.total and position >= self.total:  # the tool still works: indexes, constraints, the last rows
+            self.read_all = True
+            self.say(f"  {self.what}: copia leída completa en {elapsed:.0f} s; falta que termine (índices, "
+                     "restricciones)")
+            return
         share = position / self.total if self.total else 0
-        left = f", faltan unos {elapsed * (1 - share) / share:.0f} s" if 0 < share < 1 else ""
-        self.say(f"  {self.what}: {share:.0%} ({human_bytes(position)} de {human_bytes(self.total)}) en "
+        left = f", faltan unos {elapsed * (1 - share) / share:.0f} s de lectura" if 0 < share < 1 else ""
+        self.say(f"  {self.what}: {share * 100:.0f} % ({human_bytes(position)} de {human_bytes(self.total)}) en "
                  f"{elapsed:.0f} s{left}")
 
 

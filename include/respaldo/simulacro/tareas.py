@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from respaldo import formulario
+from respaldo.errors import RespaldoError
 from respaldo.simulacro.ejercicio import Ejecucion, due, standing, sweep
 
 log = logging.getLogger("respaldo")
@@ -45,6 +46,8 @@ def elegir(settings: dict[str, Any], targets: list[dict[str, Any]], **context: A
     chosen = formulario.chosen(context)
     turnos = standing(settings["register_conn_id"], {t: e["every_days"] for t, e in entries.items()})
     pending = due(turnos, dt.datetime.now(dt.UTC), [t for t in chosen if t in entries] if chosen else None)
+    if chosen and not pending:
+        log.info("El formulario no pide ningún objetivo de este servidor.")
     without = [t.target for t in turnos if t.newest_good_id is None]
     if without:
         log.warning("Sin copia buena que restaurar (no entran al simulacro): %s", ", ".join(without))
@@ -64,7 +67,13 @@ def simulacro(settings: dict[str, Any], item: dict[str, Any], **context: Any) ->
 
     model = target_from(item["target"])
     log.info("Simulacro de «%s»: %s", model.id, item.get("motivo", ""))
-    outcome = drill(model, settings, _run(context, settings))
+    run = _run(context, settings)
+    try:
+        outcome = drill(model, settings, run)
+    except RespaldoError as err:  # the register itself: the drill could not even be recorded
+        _could_not_record(model.id, settings, run, err)
+        raise
+
     if outcome["veredicto"] == "fallido":
         raise AirflowFailException(f"Simulacro FALLIDO de «{model.id}»: {outcome['motivo']}")
     if outcome.get("restos"):
@@ -73,12 +82,27 @@ def simulacro(settings: dict[str, Any], item: dict[str, Any], **context: Any) ->
     return outcome
 
 
+def _could_not_record(target_id: str, settings: dict[str, Any], run: Ejecucion, err: Exception) -> None:
+    """The one email of a drill that could not use the register (sent, though it cannot be recorded)."""
+    import html
+
+    from respaldo import avisos
+    from respaldo.register.notificacion import Alert
+    from respaldo.simulacro.ejercicio import log_url
+
+    body = (f"<p>El simulacro de restauración de <b>{html.escape(target_id)}</b> no pudo hacerse ni quedar "
+            f"registrado: {html.escape(str(err))}</p><p>Log: {html.escape(log_url(run))}</p>")
+    alert = Alert(key=f"simulacro:{target_id}:{run.run_id}:{run.try_number or 0}", kind="simulacro",
+                  recipients=list(settings["alert_emails"]), target=target_id, run_id=run.run_id, body=body,
+                  subject=f"[respaldo] El simulacro de restauración de «{target_id}» no pudo hacerse ({run.dag_id})")
+    avisos.deliver(alert, avisos.Channel.of({**settings, "register_conn_id": None}))
+
+
 def cierre(settings: dict[str, Any], **context: Any) -> dict[str, Any]:
     """After every drill: what a drill killed in this run left is dropped, its row settled; unsent alerts sent."""
     from airflow.sdk.exceptions import AirflowException
 
     from respaldo.avisos import Channel, resend_unsent
-    from respaldo.errors import RespaldoError
 
     run = _run(context, settings)
     problems = sweep(settings, run, this_run=True)
