@@ -434,6 +434,9 @@ def test_the_register_shows_each_targets_last_approved_drill(copias, monkeypatch
     when = drill["finished_at"].astimezone(ejercicio_zone()).strftime("%Y-%m-%d %H:%M:%S")
     assert "sim_pg:" in out and when in out and f"simulacro {drill['id']})" in out
     assert "Último simulacro aprobado de cada objetivo" in out
+    assert cli.main(["registro", str(copias.inventory), "--objetivo", "sim_pg", "--csv"]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.endswith(",Último simulacro aprobado") and rows and all(row.endswith(when) for row in rows)
 
 
 def drills_of_target(target: str) -> list[dict]:
