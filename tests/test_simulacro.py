@@ -363,6 +363,25 @@ def _until(proc: subprocess.Popen, wanted: str) -> bool:
     return False
 
 
+def test_a_drill_never_adopts_nor_drops_a_scratch_named_database_it_did_not_create(copias, monkeypatch, drill_pg):
+    from respaldo.inventory import load_inventory
+    from respaldo.simulacro import destino
+
+    taken = f"simulacro_sim_pg_{uuid.uuid4().hex[:6]}"
+    drill_pg.psql(f"CREATE DATABASE {taken}")
+    drill_pg.psql("CREATE TABLE de_otro (x int); INSERT INTO de_otro VALUES (7)", database=taken)
+    monkeypatch.setattr(destino, "scratch_name", lambda target, day: taken)  # the unique name, already taken
+    copias.use(monkeypatch)
+    inventory = load_inventory()
+    try:
+        outcome = ejercicio.drill(inventory.target("sim_pg"), inventory.drill_settings(DAG_ID),
+                                  ejercicio.Ejecucion(DAG_ID, f"prueba_colision_{uuid.uuid4().hex[:6]}"))
+        assert outcome["veredicto"] == "fallido" and "no es de este simulacro" in outcome["motivo"]
+        assert drill_pg.psql("SELECT x FROM de_otro", database=taken).stdout.strip() == "7"
+    finally:
+        drill_pg.psql(f"DROP DATABASE {taken}")
+
+
 # --- who is due, and in which order ----------------------------------------------------------------
 
 NOW = dt.datetime(2026, 11, 29, 3, 0, tzinfo=dt.UTC)

@@ -186,8 +186,13 @@ class PgServer:
 
         with self.connect() as conn:
             conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
-            if comment:
-                conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(comment)))
+            try:
+                if comment:
+                    conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name),
+                                                                                sql.Literal(comment)))
+            except BaseException:  # a scratch database without its marker would never be swept: none at all
+                conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
+                raise
 
     def drop(self, name: str) -> None:
         from psycopg import sql
@@ -337,7 +342,7 @@ def engine_of_connection(conn_id: str) -> str:
     return engine
 
 
-def prepare_database(target: PgServer | MysqlServer, name: str, comment: str | None = None) -> bool:
+def prepare_database(target: PgServer | MysqlServer, name: str) -> bool:
     """Make ``name`` ready to restore into: create it, or accept it if it exists empty; True if created.
 
     :raises DestinoOcupado: it exists with something in it (nothing is touched).
@@ -349,7 +354,7 @@ def prepare_database(target: PgServer | MysqlServer, name: str, comment: str | N
             raise DestinoOcupado(f"La base «{name}» ya existe en {target.where} y no está vacía ({found} objeto(s)): "
                                  "respaldo solo restaura en una base nueva o vacía. Elija otro nombre.")
         return False
-    target.create(name, comment)
+    target.create(name)
     return True
 
 
@@ -395,13 +400,17 @@ def remove_tree(path: Path) -> None:
 
 def new_scratch_folder(root: Path, name: str, note: str) -> Path:
     """``root/name`` with respaldo's marker inside it; the restore goes in its ``restaurado/``."""
+    path = root / name
     try:
         root.mkdir(parents=True, exist_ok=True)
-        path = root / name
         path.mkdir()
-        (path / MARKER_FILE).write_text(f"{MARKER}\n{note}\n", encoding="utf-8")
     except OSError as err:
         raise RestauracionError(f"No se pudo crear la carpeta de simulacro en {root}: {err.strerror}.") from err
+    try:
+        (path / MARKER_FILE).write_text(f"{MARKER}\n{note}\n", encoding="utf-8")
+    except OSError as err:  # a scratch folder without its marker would never be swept: none at all
+        shutil.rmtree(path, ignore_errors=True)
+        raise RestauracionError(f"No se pudo escribir en la carpeta de simulacro {path}: {err.strerror}.") from err
     return path
 
 

@@ -160,8 +160,11 @@ def drill(target: Any, settings: dict[str, Any], run: Ejecucion) -> dict[str, An
                 f"restaurar la base: indique `drills.{key}` en el inventario (una conexión con permiso para crear y "
                 "borrar bases, en un servidor que no sea el de producción)")
         server = destino.server(engine, settings[key])
+        if server.exists(name):  # a unique name taken: never adopt (nor later drop) what this drill did not create
+            raise destino.RestauracionError(f"ya existe una base «{name}» en {server.where}: no es de este simulacro")
+        server.create(name, comment=note)
         created.append(("base", server))
-        return Base(server, name, destino.prepare_database(server, name, comment=note))
+        return Base(server, name, True)
 
     try:
         if not copia.path.is_file():
