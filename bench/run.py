@@ -27,6 +27,10 @@ What it does (3 to 4 minutes on a 2-core machine; everything big it makes is rem
 12. The register's pages (``bench.registro``, runs alone too): a 100,000-row register served by a real
     api-server; server time of the first page, a filtered month, other filters, and the month's XLSX and
     PDF sheet of 3,000 lines.
+13. Restores and drills (``bench.simulacro``): what the snapshot-consistent row counts add to ``copia`` on the
+    1 GB database, and ``respaldo restaurar`` of the 1 GB artifact against ``zstd -dc X | pg_restore -d NEW``;
+    ``--only simulacro`` runs this section alone (its own cluster and 1 GB database, about 6 minutes) and
+    writes its rows into ``bench/RESULTS.md`` under a heading of its own.
 
 Working files live in ``bench/.work/`` (gitignored); the results also go to ``bench/RESULTS.md``.
 ``--rounds N`` takes more rounds on a noisy machine. The subprocesses inherit ``PYTHONPATH``, so
@@ -56,7 +60,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import registro, seguimiento, sources  # noqa: E402
+from bench import registro, seguimiento, simulacro, sources  # noqa: E402
 from bench.procs import Measured, measure  # noqa: E402
 from devtools.demo_data import financiero_sql  # noqa: E402
 from devtools.servers import PG_BIN, PostgresServer  # noqa: E402
@@ -538,6 +542,7 @@ def rounds_text(data: dict) -> str:
         f"{values(parse['baseline'], 'process_wall_s')}",
         sources.rounds_text(data.get("sources") or {}),
         registro.rounds_text(data["registro"]),
+        simulacro.rounds_text(data.get("simulacro") or {}),
     ])
 
 
@@ -584,6 +589,7 @@ How each number is taken:
 {seguimiento.HOW}
 
 {registro.HOW}
+{simulacro.HOW}
 """
     RESULTS_MD.write_text(text, encoding="utf-8")
 
@@ -623,6 +629,58 @@ def _only_followup() -> int:
     return 0
 
 
+ALONE_START = "<!-- bench.simulacro alone: start -->"
+ALONE_END = "<!-- bench.simulacro alone: end -->"
+
+
+def _only_drills(rounds: int, rows_big: int) -> int:
+    """Section 11 alone: its own cluster with the 1 GB database, its own register; rows into RESULTS.md."""
+    preflight()
+    key = uuid.uuid4().hex[:8]
+    run_dir = WORK / "simulacro"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    logs = WORK / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True)
+    bench = Bench(key=key, run_dir=run_dir, logs=logs, metadata_db="respaldo_bench_sin_metadatos",
+                  register_db=f"respaldo_bench_registro_{key}")
+    load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    try:
+        _system_sql(f'CREATE DATABASE "{bench.register_db}"')
+        start_cluster(bench)
+        load_data(bench, rows_big, 1000)
+        data = simulacro.run(bench, run_dir / "work", logs, rounds, say)
+    finally:
+        cleanup(bench, keep=False)
+    load_after = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    rows = simulacro.build_rows(data)
+    size = bench.sizes[bench.big_db]["db_bytes"] / MB
+    print(text_table(rows))
+    when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    block = "\n".join([
+        ALONE_START,
+        f"## Section 11 run alone (`python -m bench.run --only simulacro`), {when}",
+        "",
+        f"{rounds} interleaved rounds, medians; {size:,.0f} MB database ({rows_big:,} rows); load average before / "
+        f"after: {load_before} / {load_after}.",
+        "",
+        markdown_table(rows),
+        "",
+        simulacro.rounds_text(data),
+        "",
+        simulacro.HOW,
+        ALONE_END,
+    ])
+    text = RESULTS_MD.read_text(encoding="utf-8") if RESULTS_MD.exists() else ""
+    if ALONE_START in text:
+        text = text[:text.index(ALONE_START)] + block + text[text.index(ALONE_END) + len(ALONE_END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    RESULTS_MD.write_text(text, encoding="utf-8")
+    (WORK / "results-simulacro.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -631,11 +689,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows-maria", type=int, default=sources.MARIA_ROWS)
     parser.add_argument("--keep", action="store_true", help="keep bench/.work/run (databases are dropped anyway)")
     parser.add_argument("--no-results-md", action="store_true", help="do not rewrite bench/RESULTS.md")
-    parser.add_argument("--only", choices=["seguimiento"], help="run one section alone (results not written)")
+    parser.add_argument("--only", choices=["seguimiento", "simulacro"],
+                        help="run one section alone (seguimiento: results not written; simulacro: its rows go to "
+                             "bench/RESULTS.md under a heading of its own)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below
     if args.only == "seguimiento":
         return _only_followup()
+    if args.only == "simulacro":
+        return _only_drills(args.rounds, args.rows_big)
 
     preflight()
     key = uuid.uuid4().hex[:8]
@@ -713,6 +775,7 @@ def main(argv: list[str] | None = None) -> int:
         data["sources"] = sources.run(run_dir / "sources", bench.logs, args.rounds, say, args.rows_maria)
         data["seguimiento"] = seguimiento.run(run_dir / "seguimiento", bench.logs, say, bench.airflow_env())
         data["registro"] = registro.run(run_dir / "registro", bench.logs, max(args.rounds, 5), say)
+        data["simulacro"] = simulacro.run(bench, run_dir / "simulacro", bench.logs, args.rounds, say)
     finally:
         say("cleaning up: throwaway cluster, bench databases, big files")
         cleanup(bench, args.keep)
@@ -722,7 +785,7 @@ def main(argv: list[str] | None = None) -> int:
     data["machine"] = machine()
     (WORK / "results.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
     rows = (build_rows(data) + sources.build_rows(data["sources"]) + seguimiento.build_rows(data["seguimiento"])
-            + registro.build_rows(data["registro"]))
+            + registro.build_rows(data["registro"]) + simulacro.build_rows(data["simulacro"]))
     print()
     print(f"respaldo bench, {data['date']}, {data['machine']['cores']} cores, load {load_before} -> "
           f"{data['load_after']}; 1 GB = {bench.sizes[bench.big_db]['db_bytes'] / MB:,.0f} MB database; "

@@ -138,26 +138,28 @@ def smtp():
     server.stop()
 
 
+def register_rows_of(table: str = "control_backup", **where) -> list[dict]:
+    """Rows of a table of the test register (``respaldo.<table>``) matching ``where``, in id order."""
+    clauses = " AND ".join(f"{key} = %({key})s" for key in where) or "true"
+    with psycopg.connect(f"{SYSTEM_PG}/{REGISTER_DB}") as conn, conn.cursor(
+        row_factory=psycopg.rows.dict_row
+    ) as cur:
+        try:
+            cur.execute(f"SELECT * FROM respaldo.{table} WHERE {clauses} ORDER BY id", where)
+        except psycopg.errors.UndefinedTable:
+            return []
+        return cur.fetchall()
+
+
 @pytest.fixture
 def register_rows():
     """Read the FT-GTI-004 rows of the test register."""
-
-    def read(**where) -> list[dict]:
-        clauses = " AND ".join(f"{key} = %({key})s" for key in where) or "true"
-        with psycopg.connect(f"{SYSTEM_PG}/{REGISTER_DB}") as conn, conn.cursor(
-            row_factory=psycopg.rows.dict_row
-        ) as cur:
-            try:
-                cur.execute(f"SELECT * FROM respaldo.control_backup WHERE {clauses} ORDER BY id", where)
-            except psycopg.errors.UndefinedTable:
-                return []
-            return cur.fetchall()
-
-    return read
+    return register_rows_of
 
 
 def write_inventory(path: Path, root: Path, targets: list[dict], frequencies: dict | None = None, *,
-                    register_conn_id: str = "respaldo_registro", smtp_conn_id: str = "smtp_pruebas") -> Path:
+                    register_conn_id: str = "respaldo_registro", smtp_conn_id: str = "smtp_pruebas",
+                    drills: dict | None = None) -> Path:
     """Write a test inventory (YAML is a superset of JSON, so JSON is written) and return its path."""
     inventory = {
         "organization": "Gobernación del Putumayo (pruebas)",
@@ -173,6 +175,8 @@ def write_inventory(path: Path, root: Path, targets: list[dict], frequencies: di
         "targets": [{"mechanism": "automatic", "responsible": "Profesional universitario área de sistemas",
                      **target} for target in targets],
     }
+    if drills is not None:
+        inventory["drills"] = drills
     path.write_text(json.dumps(inventory, ensure_ascii=False, indent=2), encoding="utf-8")
     return path
 
@@ -245,3 +249,38 @@ def source_mariadb():
     )
     yield server
     server.cleanup()
+
+
+#: The drill servers' administrators (they create and drop the drills' databases).
+DRILL_PG_CONN = "pg_simulacros"
+DRILL_MYSQL_CONN = "mysql_simulacros"
+DRILL_MYSQL_PASSWORD = "Clave 'Simulacros' #2026; \\ñ-" + RUN_KEY
+
+
+@pytest.fixture(scope="session")
+def drill_pg():
+    """A PostgreSQL server of its own for restore drills, reached as its superuser (``pg_simulacros``)."""
+    server = PostgresServer().start()
+    os.environ[f"AIRFLOW_CONN_{DRILL_PG_CONN.upper()}"] = json.dumps({
+        "conn_type": "postgres", "host": "127.0.0.1", "port": server.port, "login": "postgres",
+        "password": server.password, "schema": "postgres"})
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def drill_mariadb():
+    """A MariaDB server of its own for restore drills; ``mysql_simulacros`` may create any object (DEFINER)."""
+    from devtools.servers import MariaDBServer, _sql_string
+
+    server = MariaDBServer().start()
+    server.sql(f"CREATE USER 'simulacros'@'%' IDENTIFIED BY {_sql_string(DRILL_MYSQL_PASSWORD)};\n"
+               "GRANT ALL PRIVILEGES ON *.* TO 'simulacros'@'%' WITH GRANT OPTION;\n")
+    os.environ[f"AIRFLOW_CONN_{DRILL_MYSQL_CONN.upper()}"] = json.dumps({
+        "conn_type": "mysql", "host": "127.0.0.1", "port": server.port, "login": "simulacros",
+        "password": DRILL_MYSQL_PASSWORD})
+    yield server
+    server.cleanup()
+
+
+from copias_de_prueba import copias  # noqa: E402, F401 - a session fixture shared by the drill and restore tests

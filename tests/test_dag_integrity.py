@@ -15,6 +15,7 @@ DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
 STEPS = ["copia", "verificar_fecha", "comprimir", "registrar"]
 BACKUP_DAGS = ["respaldo_diario", "respaldo_financiero", "respaldo_servidores_virtuales"]
 FOLLOWUP = "respaldo_seguimiento"
+DRILLS = "respaldo_simulacro"
 
 
 def dagbag(inventory: Path | None, monkeypatch):
@@ -52,12 +53,12 @@ def test_dag_file_imports_without_errors_with_the_shipped_inventory(path, monkey
     monkeypatch.delenv("RESPALDO_INVENTORY", raising=False)
     bag = DagBag(dag_folder=str(path))
     assert bag.import_errors == {}
-    assert sorted(bag.dag_ids) == sorted([*BACKUP_DAGS, FOLLOWUP])
+    assert sorted(bag.dag_ids) == sorted([*BACKUP_DAGS, FOLLOWUP, DRILLS])
 
 
 def test_every_dag_has_owner_retries_tags_and_docs(bag):
     assert bag.import_errors == {}
-    assert sorted(bag.dag_ids) == sorted([*BACKUP_DAGS, FOLLOWUP])
+    assert sorted(bag.dag_ids) == sorted([*BACKUP_DAGS, FOLLOWUP, DRILLS])
     for dag in (bag.get_dag(dag_id) for dag_id in BACKUP_DAGS):
         assert dag.default_args["owner"] == "sistemas" and dag.default_args["retries"] == 0, dag.dag_id
         assert "respaldo" in dag.tags and "FT-GTI-004" in dag.tags
@@ -213,3 +214,20 @@ def test_a_large_class_takes_typed_target_ids_instead_of_a_pick_list(tmp_path, m
     bag = dagbag(write_inventory(tmp_path / "inv.yaml", tmp_path, targets), monkeypatch)
     schema = bag.get_dag("respaldo_diario").params.get_param("objetivos").schema
     assert schema["items"] == {"type": "string"}
+
+
+def test_the_drill_dag_runs_weekly_with_one_pool_per_drill_server_and_owner_retries_tags_and_docs(bag):
+    from airflow.sdk import CronTriggerTimetable
+
+    dag = bag.get_dag(DRILLS)
+    assert dag.default_args["owner"] == "sistemas" and dag.default_args["retries"] == 1
+    assert "respaldo" in dag.tags and "simulacro" in dag.tags
+    assert dag.catchup is False and dag.max_active_runs == 1
+    assert dag.timetable == CronTriggerTimetable("0 3 * * 0", timezone="America/Bogota")
+    assert "Simulacros de restauración" in dag.doc_md and all(task.doc_md for task in dag.tasks)
+    # No drill server in this inventory: the PostgreSQL targets' drills wait in a pool of their own all the same.
+    assert dag.get_task("bases_postgres.simulacro").pool == "respaldo_simulacro_postgres"
+    assert dag.get_task("carpetas.simulacro").pool == "respaldo_simulacro_local"
+    assert dag.get_task("preparar").pool == dag.get_task("cierre").pool == "default_pool"
+    assert dag.get_task("preparar").is_setup and dag.get_task("cierre").is_teardown
+    assert "bases_mysql.simulacro" not in dag.task_ids, "no MySQL target, no MySQL group"

@@ -311,7 +311,8 @@ def test_the_docker_inventory_builds_one_dag_per_frequency_class(monkeypatch):
     monkeypatch.setenv("RESPALDO_INVENTORY", str(docker_inventory_path()))
     bag = DagBag(dag_folder=str(REPO / "dags"))
     assert not bag.import_errors, bag.import_errors
-    assert set(bag.dag_ids) == {f"respaldo_{name}" for name in inventory.frequencies} | {"respaldo_seguimiento"}
+    assert set(bag.dag_ids) == {f"respaldo_{name}" for name in inventory.frequencies} | {"respaldo_seguimiento",
+                                                                                          "respaldo_simulacro"}
 
 
 # --- the image -----------------------------------------------------------------------------------------

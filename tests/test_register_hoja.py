@@ -263,7 +263,7 @@ def test_the_pdf_ends_with_the_signature_lines(sheets):
 # --- drills, when that capability exists ------------------------------------------------------------
 
 
-def test_the_last_approved_drill_is_shown_only_once_the_drills_table_exists(inventory, march, tmp_path, database):
+def test_each_line_shows_the_last_drill_approved_by_the_end_of_the_period(inventory, march, tmp_path, database):
     def drills_column() -> dict[str, set]:
         with register.connect(CONN_ID) as conn:
             made = hoja.build(conn, organization="x", version="01", timezone="America/Bogota",
@@ -273,20 +273,18 @@ def test_the_last_approved_drill_is_shown_only_once_the_drills_table_exists(inve
             column.setdefault(line.target, set()).add(line.drill)
         return column
 
-    assert set().union(*drills_column().values()) == {None}
+    assert set().union(*drills_column().values()) == {None}, "no drill yet: nothing to show"
     with psycopg.connect(f"{SYSTEM_PG}/{database}", autocommit=True) as conn:
-        conn.execute("CREATE TABLE respaldo.simulacro (id bigserial PRIMARY KEY, target text NOT NULL, "
-                     "verdict text NOT NULL, finished_at timestamptz)")
-        conn.execute("INSERT INTO respaldo.simulacro (target, verdict, finished_at) VALUES "
-                     "('financiero_pg', 'aprobado', '2026-03-10 03:00+00'), "   # March 9th in Bogota
-                     "('financiero_pg', 'fallido', '2026-03-20 12:00+00'), "
-                     "('financiero_pg', 'aprobado', '2026-04-02 12:00+00'), "  # after the period
-                     "('sistema_informacion_pg', 'fallido', '2026-03-05 12:00+00')")
+        conn.execute("INSERT INTO respaldo.simulacro (target, kind, verdict, finished_at) VALUES "
+                     "('financiero_pg', 'postgres', 'aprobado', '2026-03-10 03:00+00'), "   # March 9th in Bogota
+                     "('financiero_pg', 'postgres', 'fallido', '2026-03-20 12:00+00'), "
+                     "('financiero_pg', 'postgres', 'aprobado', '2026-04-02 12:00+00'), "  # after the period
+                     "('sistema_informacion_pg', 'postgres', 'fallido', '2026-03-05 12:00+00')")
     try:
         column = drills_column()
     finally:
         with psycopg.connect(f"{SYSTEM_PG}/{database}", autocommit=True) as conn:
-            conn.execute("DROP TABLE respaldo.simulacro")
+            conn.execute("DELETE FROM respaldo.simulacro")
     assert column == {"financiero_pg": {dt.date(2026, 3, 9)}, "sistema_informacion_pg": {None},
                       "nomina_archivos": {None}}
 

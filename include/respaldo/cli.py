@@ -1,4 +1,4 @@
-"""The ``respaldo`` command: check the inventory, count it, check the sources, print the register.
+"""The ``respaldo`` command: check the inventory, count it, check the sources, print the register, restore.
 
 Every message is for the IT office: Spanish, no Python traceback. Exit codes: 0 fine, 1 a problem
 was found (listed), 2 the command was used wrongly.
@@ -95,12 +95,27 @@ def cmd_check(args: argparse.Namespace) -> int:
                "`respaldo pools`)")
     except Exception as err:  # noqa: BLE001 - Airflow's database may be out of reach from here
         report(False, "pools de Airflow", f"no se pudo consultar la base de Airflow: {str(err).strip()[:300]}")
+    for key, label in (("conn_id", "PostgreSQL"), ("mysql_conn_id", "MySQL/MariaDB")):
+        conn_id = getattr(inventory.drills, key)
+        if conn_id:
+            try:
+                report(True, f"servidor de simulacros {label}", _check_drill_server(label, conn_id))
+            except Exception as err:  # noqa: BLE001 - reported as a failed check
+                report(False, f"servidor de simulacros {label}", str(err).strip())
     for target in sorted(inventory.targets, key=lambda t: t.id):
         try:
             report(True, target.id, _check_target(target))
         except Exception as err:
             report(False, target.id, str(err).strip())
     return 1 if failures else 0
+
+
+def _check_drill_server(label: str, conn_id: str) -> str:
+    from respaldo.simulacro import destino
+
+    server = destino.server("postgres" if label == "PostgreSQL" else "mysql", conn_id)
+    server.leftovers()  # connects and reads the catalogue the drills use
+    return f"conexión «{conn_id}» responde ({server.where})"
 
 
 def _check_target(target) -> str:
@@ -199,8 +214,21 @@ def cmd_register(args: argparse.Namespace) -> int:
         return str(register.word(key, value))
 
     columns = [c for c in register.SHEET_COLUMNS if c[0] not in ("sha256", "run_id", "logical_date")]
+    drills = _approved_drills(inventory.register.conn_id)
     print(f"FORMATO DE CONTROL DE BACKUP FT-GTI-004 — {inventory.organization}")
     print(f"Fechas en {inventory.timezone}. {len(rows)} registro(s).")
+    print()
+    print(f"{DRILL_LABEL} de cada objetivo (simulacro: la copia se restauró a modo de prueba y dio lo que registró):")
+    for target in sorted({t.id for t in inventory.targets} | set(drills)):
+        if args.objetivo and target != args.objetivo:
+            continue
+        drill = drills.get(target)
+        if drill is None:
+            print(f"  {target + ':':<30} nunca")
+            continue
+        copy = f"copia del {cell(drill, 'backup_at')}, fila {drill['control_id']}" if drill.get("backup_at") else \
+            f"fila {drill['control_id']}"
+        print(f"  {target + ':':<30} {cell(drill, 'finished_at')} ({copy}; simulacro {drill['id']})")
     print()
     for row in rows:
         for key, label in columns:
@@ -209,6 +237,43 @@ def cmd_register(args: argparse.Namespace) -> int:
                 print(f"  {label + ':':<20} {value}")
         print()
     return 0
+
+
+DRILL_LABEL = "Último simulacro aprobado"
+
+
+def _approved_drills(conn_id: str) -> dict[str, dict]:
+    from respaldo.simulacro import registro
+
+    return registro.last_approved(conn_id)
+
+
+def cmd_restaurar(args: argparse.Namespace) -> int:
+    """Restore an artifact (or a register row's) into a new database or folder, after checking its sum."""
+    from respaldo.errors import CopyError, RegisterError
+    from respaldo.simulacro.destino import RestauracionError
+    from respaldo.simulacro.restaurar import UsoIncorrecto, restaurar
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+
+    try:
+        inventory = _load(args.inventario)
+    except InventoryError as err:
+        inventory = None
+        print(f"Aviso: no se pudo leer el inventario; se sigue sin registro ni servidor de simulacros.\n{err}",
+              file=sys.stderr)
+    try:
+        outcome = restaurar(args.copia, args.destino, inventory=inventory, base_name=args.base, say=say)
+    except (UsoIncorrecto, RegisterError, CopyError) as err:
+        print(f"No se restauró nada: {err}", file=sys.stderr)
+        return 2
+    except RestauracionError as err:
+        print(f"No se restauró: {err}", file=sys.stderr)
+        return 1
+    for line in outcome.lines:
+        print(line)
+    return outcome.code
 
 
 def cmd_seguimiento(args: argparse.Namespace) -> int:
@@ -364,6 +429,23 @@ def build_parser() -> argparse.ArgumentParser:
                           "en curso; o --mes, o --desde/--hasta)")
     registro.add_argument("--pdf", metavar="ARCHIVO", help="escribe la hoja FT-GTI-004 en PDF, lista para imprimir y "
                           "firmar (mismo periodo que --xlsx)")
+
+    restaurar = sub.add_parser(
+        "restaurar", help="Restaura una copia en una base o carpeta nueva, después de comprobar su suma.",
+        description="Restaura una copia con las herramientas estándar (pg_restore, mariadb, tar) en una base de datos "
+                    "o carpeta NUEVA, después de comprobar su suma SHA-256, y dice qué restauró y si coincide con lo "
+                    "que la copia registró al tomarla. Nunca escribe en una base o carpeta que no esté vacía. Sale "
+                    "con 0 si restauró (y coincide), 1 si no restauró o no coincide, 2 si no se puede usar así.")
+    restaurar.add_argument("copia", metavar="ARCHIVO|FILA", help="el archivo .zst de la copia, o su número de fila en "
+                           "el registro FT-GTI-004")
+    restaurar.add_argument("--destino", required=True, metavar="DESTINO",
+                           help="base de datos: el nombre de una base nueva en el servidor de simulacros (drills) o un "
+                                "URI postgresql://usuario@servidor:puerto/NOMBRE o mysql://…/NOMBRE; archivos, portal, "
+                                "servidor virtual o copia manual: una carpeta nueva o vacía")
+    restaurar.add_argument("--base", metavar="BASE", help="portal: la base nueva donde restaurar su base de datos "
+                           "(nombre en el servidor de simulacros o URI); por defecto, el nombre de la carpeta")
+    restaurar.add_argument("--inventario", metavar="ARCHIVO", help=file_help)
+    restaurar.set_defaults(func=cmd_restaurar)
     return parser
 
 

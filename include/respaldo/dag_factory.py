@@ -17,6 +17,7 @@ from respaldo.sources import TargetBase, source_for
 
 DAG_PREFIX = "respaldo_"
 FOLLOWUP_DAG_ID = "respaldo_seguimiento"
+DRILL_DAG_ID = "respaldo_simulacro"
 MAX_RETRY_DELAY = dt.timedelta(hours=1)
 
 TASK_DOCS = {
@@ -283,6 +284,103 @@ def build_followup_dag(inventory: Inventory):
     return dag
 
 
+DRILL_DOC = """# Simulacros de restauración — {organization}
+
+El objetivo del procedimiento es que la información quede respaldada **y sea fácilmente recuperable**.
+Este DAG lo **prueba**: {when} restaura, a modo de prueba, la copia buena más reciente de cada objetivo
+al que le toca (cada `drill_every_days` de su clase, 7 por defecto; el que nunca se ha probado, primero;
+después el más atrasado) y la compara con lo que la copia registró al tomarla.
+
+- **Base PostgreSQL:** en una base nueva `simulacro_<objetivo>_<AAAAMMDD>_<sufijo>` de `{pg}`; las filas
+  de cada tabla deben ser **exactamente** las que la copia contó en la misma instantánea que pg_dump.
+- **Base MySQL/MariaDB:** en una base nueva del mismo nombre en `{mysql}`; las filas de cada tabla
+  deben estar entre los dos conteos que la copia tomó justo antes y justo después de la instantánea de
+  mariadb-dump (exactas si la tabla no cambió en ese instante).
+- **Carpeta, servidor virtual:** en una carpeta nueva dentro de `{folder}`; número de archivos,
+  carpetas y enlaces, bytes, y la suma SHA-256 de una muestra de archivos.
+- **Portal:** su base y sus archivos, como las dos anteriores.
+- **Copia manual:** el archivo tal como se entregó, en una carpeta nueva; su suma SHA-256 (no hay más
+  que comparar).
+
+Antes de restaurar, la copia se lee completa (sumas del `.sha256` y del registro, compresión hasta el
+final, formato con su propia herramienta): una copia alterada o truncada falla ahí, con el motivo.
+
+- Lo restaurado **se borra siempre** al terminar, falle o no. Si un simulacro se interrumpe de golpe,
+  la próxima ejecución (o el `cierre` de esta) borra sus restos: solo bases y carpetas con el prefijo
+  `simulacro_` **y** la marca de respaldo (el comentario de la base, un archivo en la carpeta). Nunca
+  se toca la fuente ni ninguna base que respaldo no haya creado.
+- Cada simulacro queda en `respaldo.simulacro` (conexión `{register}`): objetivo, fila del FT-GTI-004
+  restaurada, inicio y fin de la restauración, veredicto `aprobado` o `fallido`, cifras por tabla y
+  motivo. `respaldo registro` muestra el último simulacro aprobado de cada objetivo.
+- Un simulacro **fallido** avisa por correo a {emails} y deja el objetivo **sospechoso** en el
+  seguimiento hasta que otro apruebe.
+- Cada servidor de simulacros tiene su pool (un cupo): los simulacros no se amontonan sobre él.
+
+**Ejecución manual:** *Trigger* con «objetivos» para probar ahora esos objetivos aunque no les toque.
+"""
+
+
+def build_drill_dag(inventory: Inventory):
+    """The DAG ``respaldo_simulacro``: per drill server, the targets due, restored one at a time in its pool."""
+    import pendulum
+    from airflow.sdk import DAG, CronTriggerTimetable, Param, TaskGroup
+
+    from respaldo.simulacro.grupos import groups_of, pool_of
+    from respaldo.simulacro.operador import SimulacroOperator
+    from respaldo.simulacro.tareas import AvisoDeEjecucion
+
+    drills = inventory.drills
+    start = inventory.start_date
+    settings = inventory.drill_settings(DRILL_DAG_ID)
+    doc = DRILL_DOC.format(organization=inventory.organization, when=f"según `{drills.schedule}` "
+                           f"({inventory.timezone})", pg=drills.conn_id or "(drills.conn_id sin configurar)",
+                           mysql=drills.mysql_conn_id or "(drills.mysql_conn_id sin configurar)",
+                           folder=inventory.drill_folder(), register=inventory.register.conn_id,
+                           emails=", ".join(inventory.alerts.email))
+    groups = groups_of(inventory)
+    ids = sorted(t.id for t in inventory.targets)
+    with DAG(
+        dag_id=DRILL_DAG_ID,
+        description="Simulacros de restauración: cada copia se restaura a modo de prueba y se compara con sus cifras",
+        schedule=CronTriggerTimetable(drills.schedule, timezone=inventory.timezone),
+        start_date=pendulum.datetime(start.year, start.month, start.day, tz=inventory.timezone),
+        catchup=False,
+        max_active_runs=1,
+        doc_md=doc,
+        tags=["respaldo", "simulacro", "FT-GTI-004"],
+        params={"objetivos": Param([], type="array", items={"type": "string"}, title="Objetivos",
+                                   description="Probar ahora estos objetivos (sus id), aunque no les toque; vacío: "
+                                               "los que les toca.")},
+        default_args={"owner": inventory.owner, "retries": 1, "retry_delay": dt.timedelta(minutes=5),
+                      "execution_timeout": dt.timedelta(hours=6)},
+    ) as dag:
+        opening = SimulacroOperator(
+            task_id="preparar", step="preparar", settings=settings, targets=ids,
+            on_failure_callback=[AvisoDeEjecucion(settings)],
+            doc_md="**Antes de empezar.** Revisa el formulario y borra lo que dejaron simulacros interrumpidos de "
+                   "ejecuciones anteriores (solo lo marcado como de respaldo); sus filas quedan «fallido».")
+        closing = SimulacroOperator(
+            task_id="cierre", step="cierre", settings=settings, on_failure_callback=[AvisoDeEjecucion(settings)],
+            doc_md="**Al terminar.** Borra lo que haya dejado un simulacro de esta ejecución que se interrumpió de "
+                   "golpe y reenvía los avisos que no salieron.")
+        for group, targets in groups.items():
+            entries = [{"target": t.model_dump(mode="json"),
+                        "every_days": inventory.frequencies[t.frequency].drill_every_days} for t in targets]
+            with TaskGroup(group_id=group, tooltip=f"Simulacros en {pool_of(drills, group)}"):
+                choose = SimulacroOperator(
+                    task_id="elegir", step="elegir", settings=settings, targets=entries,
+                    doc_md="**Qué toca.** Los objetivos a los que les toca simulacro, el más atrasado primero.")
+                drill = SimulacroOperator.partial(
+                    task_id="simulacro", step="simulacro", settings=settings, pool=pool_of(drills, group), retries=0,
+                    map_index_template="{{ objetivo }}",
+                    doc_md="**Simulacro.** Restaura la copia buena más reciente en una base o carpeta nueva, la "
+                           "compara con sus cifras, la borra y deja el veredicto en `respaldo.simulacro`.",
+                ).expand(item=choose.output)
+            opening >> choose >> drill >> closing
+        closing.as_teardown(setups=opening)
+    return dag
+
+
 def build_dags(path: str | None = None) -> dict[str, Any]:
     """All DAGs of the inventory, keyed by dag id; only the one being run when Airflow says which.
 
@@ -301,4 +399,6 @@ def build_dags(path: str | None = None) -> dict[str, Any]:
         dags[dag_id] = build_dag(inventory, name)
     if not wanted or wanted == FOLLOWUP_DAG_ID:
         dags[FOLLOWUP_DAG_ID] = build_followup_dag(inventory)
+    if not wanted or wanted == DRILL_DAG_ID:
+        dags[DRILL_DAG_ID] = build_drill_dag(inventory)
     return dags

@@ -29,7 +29,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import heapq
 import os
+import posixpath
 import queue
 import re
 import subprocess
@@ -56,6 +58,10 @@ MYSQL_FOOTER = re.compile(r"^-- Dump completed on (\d{4}-\d{2}-\d{2}) +(\d{1,2})
 EDGE_BYTES = 4096
 #: pg_restore --list prints the archive's creation time in its header (in TZ, UTC here).
 PG_CREATED = re.compile(r"^;\s+Archive created at (\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) UTC$", re.MULTILINE)
+#: A ``TABLE DATA`` line of ``pg_restore --list``: "<dump id>; 0 <table oid> TABLE DATA <schema> <name> <owner>".
+PG_TABLE_DATA = re.compile(r"^\d+; \d+ (\d+) TABLE DATA ", re.MULTILINE)
+#: Largest table of contents kept from ``pg_restore --list`` (about 70 bytes a line).
+PG_LISTING_LIMIT = 64 << 20
 
 _ZSTD_MAGIC = 0xFD2FB528
 _SKIPPABLE_MASK = 0xFFFFFFF0
@@ -75,6 +81,11 @@ class Verification:
     saw a cut stream) or the format's, then the size, then the sums. ``created_at`` is the creation
     date the dump itself carries (pg_dump's header, mariadb-dump's last line, or the database inside a
     portal's tar), in UTC; ``None`` for other formats or a damaged copy.
+
+    What the pass also learnt about the content, for the figures a restore drill compares against:
+    ``tables`` holds the OIDs of the tables whose rows a PostgreSQL archive carries (its ``TABLE DATA``
+    entries; the database inside a portal's tar too); ``contents`` what a tar holds (see
+    :class:`TarContents`). Both ``None`` when the format has none or the copy is damaged.
     """
 
     path: Path
@@ -88,6 +99,8 @@ class Verification:
     created_at: dt.datetime | None
     database_member: str | None
     seconds: float
+    tables: frozenset[int] | None = None
+    contents: dict | None = None
 
 
 def format_of(name: str) -> Format:
@@ -200,7 +213,9 @@ def _result(path: Path, started: float, problems: list[str], kind: Format, store
     return Verification(path=path, intact=not problems, reason=problems[0] if problems else None,
                         problems=tuple(problems), format=kind, stored_bytes=stored, sha256=sha256,
                         decompressed_bytes=decompressed, created_at=None if problems else outcome.created_at,
-                        database_member=outcome.member, seconds=time.monotonic() - started)
+                        database_member=outcome.member, seconds=time.monotonic() - started,
+                        tables=None if problems else outcome.tables,
+                        contents=None if problems else outcome.contents)
 
 
 def _read_sidecar(path: Path, problems: list[str]) -> str | None:
@@ -481,6 +496,8 @@ class _Outcome:
     problems: tuple[str, ...] = ()
     created_at: dt.datetime | None = None
     member: str | None = None
+    tables: frozenset[int] | None = None
+    contents: dict | None = None
 
 
 class _NoCheck:
@@ -593,7 +610,7 @@ class _PgDumpCheck:
         self.full.write(data)
 
     def finish(self) -> _Outcome:
-        list_code, listing, list_errors = self.listing.finish()
+        list_code, listing, list_errors = self.listing.finish(output_limit=PG_LISTING_LIMIT)
         full_code, _, full_errors = self.full.finish()
         for code, errors in ((full_code, full_errors), (list_code, list_errors)):
             if code != 0:
@@ -605,7 +622,7 @@ class _PgDumpCheck:
                                  f"({line or f'pg_restore terminó con código {code}'}).",))
         match = PG_CREATED.search(listing)
         created = (dt.datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.UTC) if match else None)
-        return _Outcome(created_at=created)
+        return _Outcome(created_at=created, tables=frozenset(int(oid) for oid in PG_TABLE_DATA.findall(listing)))
 
     def abort(self) -> None:
         self.listing.abort()
@@ -673,6 +690,9 @@ class _TarCheck:
         self.inner = None
         self.member: str | None = None
         self.ended = False
+        self.contents = TarContents()
+        self.hashing: _MemberDigest | None = None
+        self.hash_left = 0
 
     def write(self, data: bytes | memoryview) -> None:
         self.tool.write(data)
@@ -686,6 +706,15 @@ class _TarCheck:
                 self.inner.write(view[pos:pos + step])
                 self.routed -= step
                 pos += step
+                continue
+            if self.hash_left:
+                step = min(self.hash_left, end - pos)
+                self.hashing.write(view[pos:pos + step])
+                self.hash_left -= step
+                pos += step
+                if not self.hash_left:
+                    self.contents.done(self.hashing)
+                    self.hashing = None
                 continue
             if self.skip:
                 step = min(self.skip, end - pos)
@@ -722,7 +751,9 @@ class _TarCheck:
             with contextlib.suppress(ValueError):
                 size = int(self.pax["size"])
                 padding = -size % _TAR_BLOCK
-        name = self.pax.get("path") or self.long_name or _tar_name(block)
+        # A sparse file (GNU format 1.0 inside pax) is stored under a made-up name; its own is in the pax records.
+        name = self.pax.get("GNU.sparse.name") or self.pax.get("path") or self.long_name or _tar_name(block)
+        sparse = _sparse_size(self.pax)
         self.pax, self.long_name = {}, None
         if typeflag in (b"1", b"2", b"3", b"4", b"5", b"6"):
             size = padding = 0
@@ -734,7 +765,13 @@ class _TarCheck:
             self.inner = _PgDumpCheck(shown) if extension == "dump" else _SqlDumpCheck(shown)
             self.routed = size
             self.skip = padding
+            return
+        digest = self.contents.member(name, typeflag, size, sparse)
+        if digest is not None and size:
+            self.hashing, self.hash_left, self.skip = digest, size, padding
         else:
+            if digest is not None:
+                self.contents.done(digest)
             self.skip = size + padding
 
     def _read_meta(self, data: bytes) -> None:
@@ -757,12 +794,191 @@ class _TarCheck:
         if not self.ended:
             return _Outcome((f"La copia {self.name} está truncada: el archivo tar termina sin su marca de fin.",
                              *inner.problems), member=self.member)
-        return _Outcome(inner.problems, inner.created_at, self.member)
+        return _Outcome(inner.problems, inner.created_at, self.member, inner.tables, self.contents.figures())
 
     def abort(self) -> None:
         self.tool.abort()
         if self.inner is not None:
             self.inner.abort()
+
+
+# --- what a tar holds: the figures a restore drill compares with the folder it restored ---------------
+
+#: How many files a tar's figures hash whole: those whose names hash lowest (a "bottom-k" sample). The
+#: choice depends only on the set of names, never on the order the archive lists them in, so a drill
+#: knows which files to hash in the folder it restored.
+SAMPLE_FILES = 32
+_ZEROS = bytes(CHUNK)
+#: A sparse map longer than this is taken for damage (the file is then counted, not hashed).
+_SPARSE_SEGMENTS_LIMIT = 1_000_000
+
+
+def member_name(name: str) -> str:
+    """A tar member's path inside the folder it restores into (``./a/./b/`` is ``a/b``; the folder itself is "")."""
+    return posixpath.normpath("/" + name).lstrip("/")
+
+
+def sample_key(name: str) -> int:
+    """Where a file name falls in the sample's order: the first 8 bytes of its SHA-256."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8", "surrogateescape")).digest()[:8], "big")
+
+
+def _sparse_size(pax: dict[str, str]) -> tuple[int, bool] | None:
+    """A sparse member's real size, and whether its map is GNU's format 1.0 (inside the data); None if not sparse."""
+    for key, readable in (("GNU.sparse.realsize", pax.get("GNU.sparse.major") == "1"), ("GNU.sparse.size", False)):
+        if key in pax:
+            try:
+                return int(pax[key]), readable
+            except ValueError:
+                return None
+    return None
+
+
+class _MemberDigest:
+    """The SHA-256 of a member's content as it restores: a sparse file's holes count as the zeros they read as.
+
+    A sparse member in GNU's format 1.0 starts with its map (decimal numbers, one per line: how many
+    data segments, then each one's offset and size, padded to 512 bytes), then the segments' bytes.
+    """
+
+    def __init__(self, name: str, key: int, sparse: tuple[int, bool] | None):
+        self.name = name
+        self.key = key
+        self.digest = hashlib.sha256()
+        self.real_size = sparse[0] if sparse else None
+        self.head: bytearray | None = bytearray() if sparse else None
+        self.segments: list[tuple[int, int]] = []
+        self.position = 0  # in the restored file
+        self.left = 0  # data bytes still due in the current segment
+        self.map_skip = 0
+        self.broken = False
+
+    def write(self, data: memoryview) -> None:
+        if self.broken:
+            return
+        if self.head is None:
+            if self.real_size is None:
+                self.digest.update(data)
+            else:
+                self._segments(data)
+            return
+        self.head += data
+        parsed = _sparse_map(self.head)
+        if parsed is False:
+            self.broken = True
+        elif parsed is not None:
+            self.segments, used = parsed
+            self.segments.reverse()
+            rest, self.head = bytes(self.head[used:]), None
+            self._segments(memoryview(rest))
+
+    def _segments(self, data: memoryview) -> None:
+        pos, end = 0, len(data)
+        while pos < end:
+            if not self.left:
+                if not self.segments:
+                    return  # padding after the last segment
+                offset, self.left = self.segments.pop()
+                self._zeros(offset - self.position)
+                continue
+            step = min(self.left, end - pos)
+            self.digest.update(data[pos:pos + step])
+            self.left -= step
+            self.position += step
+            pos += step
+
+    def _zeros(self, count: int) -> None:
+        self.position += max(count, 0)
+        while count > 0:
+            step = min(count, len(_ZEROS))
+            self.digest.update(_ZEROS if step == len(_ZEROS) else memoryview(_ZEROS)[:step])
+            count -= step
+
+    def hexdigest(self) -> str | None:
+        if self.broken or self.head is not None:
+            return None
+        if self.real_size is not None:
+            while self.segments:  # segments of no data (the map's last entry marks the end)
+                offset, size = self.segments.pop()
+                self._zeros(offset - self.position)
+                if size:
+                    return None
+            self._zeros(self.real_size - self.position)
+        return self.digest.hexdigest()
+
+
+def _sparse_map(head: bytearray) -> tuple[list[tuple[int, int]], int] | None | bool:
+    """(segments, bytes the map takes) once ``head`` holds the whole map; None if not yet; False if unreadable."""
+    lines = head.count(b"\n")
+    if not lines:
+        return False if len(head) > _TAR_BLOCK else None
+    parts = bytes(head).split(b"\n")
+    try:
+        count = int(parts[0])
+        if count > _SPARSE_SEGMENTS_LIMIT:
+            return False
+        if count < 0 or lines < 1 + 2 * count:
+            return None if count >= 0 and len(head) < (2 * count + 1) * 42 + _TAR_BLOCK else False
+        numbers = [int(part) for part in parts[1:1 + 2 * count]]
+    except ValueError:
+        return False
+    used = sum(len(part) + 1 for part in parts[:1 + 2 * count])
+    return list(zip(numbers[::2], numbers[1::2], strict=True)), used + (-used % _TAR_BLOCK)
+
+
+class TarContents:
+    """What a tar holds, from its headers as they stream by: what a drill finds again in the restored folder.
+
+    ``figures()`` gives ``archivos`` (regular files, hard links included: each is a name on disk),
+    ``bytes`` (their content, a sparse file at its full size), ``carpetas`` (those the archive lists
+    and those tar creates to hold a member), ``enlaces`` (symbolic), ``especiales`` (devices, FIFOs)
+    and ``muestra``: the SHA-256 of the content of up to
+    :data:`SAMPLE_FILES` files, the ones whose names hash lowest, keyed by their path in the folder.
+    Only those files are hashed, as their bytes pass on their way to ``tar --list``: no second read.
+    """
+
+    def __init__(self):
+        self.files = self.bytes = self.links = self.special = 0
+        self.folders: set[str] = set()
+        self.sample: list[tuple[int, str, str]] = []  # a heap: (-key, name, sha256), largest key on top
+
+    def member(self, name: str, typeflag: bytes, size: int, sparse: tuple[int, bool] | None) -> _MemberDigest | None:
+        """Count one member; return the digest to feed its content to, when it belongs to the sample so far."""
+        name = member_name(name)
+        if not name:
+            return None
+        parent = posixpath.dirname(name)
+        while parent and parent not in self.folders:
+            self.folders.add(parent)
+            parent = posixpath.dirname(parent)
+        if typeflag == b"5":
+            self.folders.add(name)
+        elif typeflag == b"2":
+            self.links += 1
+        elif typeflag == b"1":
+            self.files += 1
+        elif typeflag in (b"3", b"4", b"6"):
+            self.special += 1
+        elif typeflag in (b"0", b"\0", b"7", b"S"):
+            self.files += 1
+            self.bytes += sparse[0] if sparse else size
+            key = sample_key(name)
+            hashable = typeflag != b"S" and (sparse is None or sparse[1])
+            if hashable and (len(self.sample) < SAMPLE_FILES or key < -self.sample[0][0]):
+                return _MemberDigest(name, key, sparse)
+        return None
+
+    def done(self, digest: _MemberDigest) -> None:
+        sha256 = digest.hexdigest()
+        if sha256 is None:
+            return
+        heapq.heappush(self.sample, (-digest.key, digest.name, sha256))
+        if len(self.sample) > SAMPLE_FILES:
+            heapq.heappop(self.sample)
+
+    def figures(self) -> dict:
+        return {"archivos": self.files, "bytes": self.bytes, "carpetas": len(self.folders), "enlaces": self.links,
+                "especiales": self.special, "muestra": {name: sha for _, name, sha in sorted(self.sample)}}
 
 
 def _tar_size(field: bytes) -> int:

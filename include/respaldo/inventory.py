@@ -102,6 +102,11 @@ class Frequency(_Model):
                             "antes de quedar «vencido». Por defecto, el mayor intervalo entre turnos más el plazo "
                             "(diario: 27 h; cada 8 días: 195 h).", examples=[27])
     ] = None
+    drill_every_days: Annotated[
+        int, Field(ge=1, le=366, description="Simulacros: cada cuántos días se restaura, a modo de prueba, la copia "
+                   "buena más reciente de cada objetivo de esta clase (en la primera ejecución de "
+                   "respaldo_simulacro en que le toque; ver `drills.schedule`).", examples=[7])
+    ] = 7
 
     @field_validator("schedule")
     @classmethod
@@ -138,7 +143,8 @@ class Frequency(_Model):
 
 HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
 #: Frequency class names that would give a DAG id respaldo already uses for something else.
-RESERVED_CLASSES = {"seguimiento": "respaldo_seguimiento es el DAG del seguimiento"}
+RESERVED_CLASSES = {"seguimiento": "respaldo_seguimiento es el DAG del seguimiento",
+                    "simulacro": "respaldo_simulacro es el DAG de los simulacros de restauración"}
 
 
 class Followup(_Model):
@@ -189,6 +195,48 @@ class Followup(_Model):
         return value
 
 
+class Drills(_Model):
+    """Restore drills ("simulacros"): where copies are restored to prove they can be."""
+
+    conn_id: Annotated[
+        str | None, Field(min_length=1, description="Conexión de Airflow (tipo postgres) al servidor donde se "
+                          "restauran, a modo de prueba, las bases PostgreSQL: su usuario debe poder crear y borrar "
+                          "bases (CREATEDB). Nunca es el servidor de producción.", examples=["pg_simulacros"])
+    ] = None
+    mysql_conn_id: Annotated[
+        str | None, Field(min_length=1, description="Conexión de Airflow (tipo mysql) al servidor MySQL/MariaDB de "
+                          "simulacros: su usuario debe poder crear y borrar bases y crear objetos de otros usuarios "
+                          "(DEFINER), por ejemplo con ALL PRIVILEGES ON *.*.", examples=["mysql_simulacros"])
+    ] = None
+    schedule: Annotated[
+        str, Field(description="Cuándo corre el DAG respaldo_simulacro (cron, zona del inventario); en cada ejecución "
+                   "restaura los objetivos a los que les toca según `drill_every_days` de su clase.",
+                   examples=["0 3 * * 0"])
+    ] = "0 3 * * 0"
+    folder: Annotated[
+        str | None, Field(description="Carpeta (ruta absoluta) donde se restauran a modo de prueba archivos, portales, "
+                          "imágenes y copias manuales; se vacía al terminar cada simulacro. Por defecto "
+                          "`<storage.root>/.simulacro`.", examples=["/var/backups/respaldo/.simulacro"])
+    ] = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value) or len(value.split()) != 5:
+            raise ValueError(f"«{value}» no es una expresión cron válida (por ejemplo «0 3 * * 0», los domingos a "
+                             "las 3:00)")
+        return value
+
+    @field_validator("folder")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not PurePosixPath(value).is_absolute():
+            raise ValueError(f"la carpeta de simulacros debe ser una ruta absoluta, no «{value}»")
+        return value
+
+
 # pydantic warns that the field "register" shadows ABCMeta.register; the field is what we mean.
 warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
@@ -207,6 +255,7 @@ class InventoryHead(_Model):
     alerts: Alerts
     frequencies: Annotated[dict[Name, Frequency], Field(min_length=1)]
     followup: Followup = Followup()
+    drills: Drills = Drills()
     targets: list[Any]
 
     @field_validator("frequencies")
@@ -257,9 +306,22 @@ class Inventory(InventoryHead):
             "dag_id": dag_id,
         }
 
+    def drill_settings(self, dag_id: str) -> dict[str, Any]:
+        """What every task of ``respaldo_simulacro`` is handed: the task settings plus the drill servers and folder."""
+        return {**self.task_settings(dag_id), "conn_id": self.drills.conn_id,
+                "mysql_conn_id": self.drills.mysql_conn_id, "folder": self.drill_folder()}
+
     def pools(self) -> list[str]:
-        """The Airflow pools the automatic copies run in (``Source.pool`` of each target)."""
-        return sorted({SOURCES[t.kind].pool(t) for t in self.targets if t.mechanism == "automatic"})
+        """The Airflow pools respaldo's tasks run in: the automatic copies' (``Source.pool`` of each target) and
+        the restore drills' (one per drill server, see :func:`respaldo.simulacro.grupos`)."""
+        from respaldo.simulacro.grupos import drill_pools
+
+        copies = {SOURCES[t.kind].pool(t) for t in self.targets if t.mechanism == "automatic"}
+        return sorted(copies | set(drill_pools(self)))
+
+    def drill_folder(self) -> str:
+        """Where drills restore folders: ``drills.folder``, else ``<storage.root>/.simulacro``."""
+        return self.drills.folder or str(PurePosixPath(self.storage.root) / ".simulacro")
 
 
 def entry_model(raw: dict[str, Any]) -> type[TargetBase]:

@@ -66,6 +66,8 @@ def copia(target: dict[str, Any], settings: dict[str, Any], **context: Any) -> d
     }
     if result.compressed:
         done.update(compressed=True, original_bytes=result.original_bytes, sha256=result.sha256)
+    if result.figures is not None:
+        done["figures"] = result.figures
     return done
 
 
@@ -82,9 +84,10 @@ def verificar_fecha(target: dict[str, Any], settings: dict[str, Any], copy: dict
             log.info("Copia manual «%s»: fecha de creación asignada desde la ejecución: %s (%s)",
                      copy["original_name"], backup_at.astimezone(zone).isoformat(), settings["timezone"])
         else:
-            backup_at = _verify_system_date(model, settings, copy)
+            backup_at, figures = _verify_system_date(model, settings, copy)
             log.info("Fecha de creación asignada por el sistema: %s (%s)", backup_at.astimezone(zone).isoformat(),
                      settings["timezone"])
+            copy = {**copy, "figures": figures}
     except Rejected as err:
         moved = entrega.settle(model, copy["intake_file"], entrega.REJECTED, reason=_rejection_note(err, context))
         log.error("Copia rechazada y movida a %s (con el motivo al lado): %s", moved, err)
@@ -105,11 +108,13 @@ def _staged(copy: dict[str, Any]) -> Path:
     return path
 
 
-def _verify_system_date(model: TargetBase, settings: dict[str, Any], copy: dict[str, Any]) -> dt.datetime:
+def _verify_system_date(model: TargetBase, settings: dict[str, Any], copy: dict[str, Any]
+                        ) -> tuple[dt.datetime, dict | None]:
     """The copy must be whole, and the date the system stamped must fall between the start of ``copia`` and now.
 
     The copy is read to its end once (:mod:`respaldo.integridad`): compression, size and checksum
-    against what ``copia`` wrote, and the format's own check, which also finds the stamped date.
+    against what ``copia`` wrote, and the format's own check, which also finds the stamped date and
+    what the copy holds: with what ``copia`` counted, the figures a restore drill compares with.
     """
     path = _staged(copy)
     if path.stat().st_size == 0:
@@ -135,7 +140,7 @@ def _verify_system_date(model: TargetBase, settings: dict[str, Any], copy: dict[
             f"{now.astimezone(zone):%Y-%m-%d %H:%M:%S}): reloj desfasado o copia que no es de esta "
             "ejecución."
         )
-    return stamp
+    return stamp, source_for(model.kind).figures(model, verified, copy.get("figures"))
 
 
 def _assign_manual_date(model: entrega.ManualTarget, settings: dict[str, Any], copy: dict[str, Any],
@@ -215,7 +220,7 @@ def registrar(target: dict[str, Any], settings: dict[str, Any], done: dict[str, 
         compressed_bytes=done["compressed_bytes"], sha256=done["sha256"], compression=done["compression"],
         original_name=done.get("original_name"),
         original_date=dt.datetime.fromisoformat(done["original_date"]) if done.get("original_date") else None,
-        original_sha256=done.get("original_sha256"),
+        original_sha256=done.get("original_sha256"), figures=done.get("figures"),
     )
     recorded = register.record(settings["register_conn_id"], row)
     log.info("Registrado en FT-GTI-004 (fila %s): %s, creado %s, %s", recorded.id, model.id, row.backup_at,

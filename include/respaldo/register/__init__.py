@@ -5,6 +5,7 @@
 - :mod:`.consulta`: reading it the way people look at it (pages, sheet, CSV), on the indexed row date.
 - :mod:`.hoja`: the monthly FT-GTI-004 sheet as XLSX and PDF.
 - :mod:`.notificacion`: ``respaldo.notificacion``, every alert sent or not.
+- ``respaldo.simulacro`` (:data:`DRILLS`): every restore drill; read and written by :mod:`respaldo.simulacro`.
 """
 
 from respaldo.register.control import (
@@ -20,7 +21,8 @@ from respaldo.register.control import (
     record,
     word,
 )
-from respaldo.register.esquema import MIGRATIONS, NOTIFICATIONS, ROW_DATE, SCHEMA, TABLE, connect, migrate
+from respaldo.register.esquema import DRILLS, MIGRATIONS, NOTIFICATIONS, ROW_DATE, SCHEMA, TABLE, connect, migrate
 
-__all__ = ["COLUMNS", "LABELS", "MIGRATIONS", "NOTIFICATIONS", "ROW_DATE", "SCHEMA", "SHEET_COLUMNS", "STATUS_WORDS",
-           "TABLE", "Recorded", "Row", "connect", "fetch", "get", "migrate", "previous_success", "record", "word"]
+__all__ = ["COLUMNS", "DRILLS", "LABELS", "MIGRATIONS", "NOTIFICATIONS", "ROW_DATE", "SCHEMA", "SHEET_COLUMNS",
+           "STATUS_WORDS", "TABLE", "Recorded", "Row", "connect", "fetch", "get", "migrate", "previous_success",
+           "record", "word"]

@@ -43,6 +43,8 @@ class Row:
     original_name: str | None = None
     original_date: dt.datetime | None = None
     original_sha256: str | None = None
+    #: What the copy holds, recorded when it was taken, for the restore drills (rows per table, files...).
+    figures: dict | None = None
 
 
 #: Labels of the printed FT-GTI-004 sheet, in the office's words.
@@ -116,8 +118,12 @@ class Recorded:
 
 def record(conn_id: str, row: Row) -> Recorded:
     """Insert or update the row of (target, run_id); return the row's id and the status it holds."""
+    from psycopg.types.json import Jsonb
+
     values = asdict(row)
     values["finished_at"] = values["finished_at"] or dt.datetime.now(dt.UTC)
+    if values["figures"] is not None:
+        values["figures"] = Jsonb(values["figures"])
     columns = list(values)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in ("target", "run_id"))
     sql = (

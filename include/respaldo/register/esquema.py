@@ -18,6 +18,7 @@ NOTIFICATIONS = f"{SCHEMA}.notificacion"
 FOLLOWUP_STATES = f"{SCHEMA}.seguimiento_estado"
 FOLLOWUP_CLASSES = f"{SCHEMA}.seguimiento_clase"
 FOLLOWUP_AIRFLOW = f"{SCHEMA}.seguimiento_airflow"
+DRILLS = f"{SCHEMA}.simulacro"
 _LOCK_KEY = 0x7265737061  # "respa": serialises migrations across workers
 
 #: A row's date, the one the pages and the FT-GTI-004 sheet order and filter by: the copy's creation
@@ -148,6 +149,40 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         f"""
         CREATE INDEX IF NOT EXISTS control_backup_row_date ON {TABLE} ({ROW_DATE} DESC, id DESC);
         CREATE INDEX IF NOT EXISTS control_backup_target_row_date ON {TABLE} (target, {ROW_DATE} DESC, id DESC);
+        """,
+    ),
+    (
+        6,
+        "restore drills: what each copy held when taken (figures), and every drill with its verdict",
+        f"""
+        ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS figures jsonb;
+        COMMENT ON COLUMN {TABLE}.figures IS
+            'Cifras de la copia al tomarla: filas por tabla, o archivos, bytes y muestra de sumas';
+        CREATE TABLE IF NOT EXISTS {DRILLS} (
+            id                 bigserial   PRIMARY KEY,
+            target             text        NOT NULL,
+            kind               text        NOT NULL,
+            control_id         bigint      REFERENCES {TABLE} (id),
+            dag_id             text,
+            run_id             text,
+            try_number         integer,
+            -- where the copy was restored: the drill server's connection (or 'local') and the scratch's name
+            server             text,
+            scratch            text,
+            -- the measured restore: from the check of the copy to the data back in place
+            started_at         timestamptz NOT NULL DEFAULT now(),
+            finished_at        timestamptz,
+            -- NULL while the drill runs; a drill killed before its verdict is settled 'fallido' later
+            verdict            text CHECK (verdict IN ('aprobado', 'fallido')),
+            figures            jsonb,
+            error              text,
+            scratch_dropped_at timestamptz,
+            created_at         timestamptz NOT NULL DEFAULT now(),
+            updated_at         timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX IF NOT EXISTS simulacro_target_started ON {DRILLS} (target, started_at DESC, id DESC);
+        CREATE INDEX IF NOT EXISTS simulacro_unsettled ON {DRILLS} (id) WHERE verdict IS NULL;
+        COMMENT ON TABLE {DRILLS} IS 'Simulacros de restauración: qué copia se restauró, cuánto tardó, el veredicto';
         """,
     ),
 ]

@@ -14,8 +14,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from respaldo.register.esquema import FOLLOWUP_AIRFLOW, FOLLOWUP_CLASSES, FOLLOWUP_STATES, TABLE
-from respaldo.seguimiento.estados import SIZE_HISTORY, Copia, Estado, Faltante, Hechos, Intento, local
+from respaldo.register.esquema import DRILLS, FOLLOWUP_AIRFLOW, FOLLOWUP_CLASSES, FOLLOWUP_STATES, TABLE
+from respaldo.seguimiento.estados import (
+    SIZE_HISTORY,
+    Copia,
+    Estado,
+    Faltante,
+    Hechos,
+    Intento,
+    SimulacroFallido,
+    local,
+)
 from respaldo.seguimiento.turnos import Clase
 
 #: Serialises the writing part of concurrent checks (the DAG's and the timer's).
@@ -152,6 +161,12 @@ def facts(conn, targets: dict[str, str], first_seen: dict[str, dt.datetime], win
             (ids, window_start, now))
         for target, row_id, slot in cur.fetchall():
             missing[target].append(Faltante(row_id, slot))
+        # The latest drill with a verdict: a failed one keeps the target suspicious until one is approved.
+        cur.execute(f"SELECT DISTINCT ON (target) target, verdict, coalesce(finished_at, started_at), error "
+                    f"FROM {DRILLS} WHERE target = ANY(%s) AND verdict IS NOT NULL "
+                    "ORDER BY target, started_at DESC, id DESC", (ids,))
+        drills = {target: SimulacroFallido(at, error or "sin motivo registrado")
+                  for target, verdict, at, error in cur.fetchall() if verdict == "fallido"}
     found = {}
     for target in ids:
         copies = goods.get(target, [])
@@ -159,7 +174,7 @@ def facts(conn, targets: dict[str, str], first_seen: dict[str, dt.datetime], win
             target=target, frequency=targets[target], first_seen=first_seen[target],
             newest_attempt=attempts.get(target), newest_good=copies[0] if copies else None,
             earlier_sizes=tuple(c.size for c in copies[1:] if c.size is not None),
-            open_missing=tuple(missing.get(target, ())))
+            open_missing=tuple(missing.get(target, ())), failed_drill=drills.get(target))
     return found
 
 

@@ -73,6 +73,8 @@ class CopyResult:
 
     A source that compresses while it copies (so a huge image never lands uncompressed on the local
     disk) sets ``compressed`` and gives the uncompressed size and the compressed file's sha256.
+    ``figures`` is what a database copy counted while it ran (rows per table, see
+    :meth:`Source.figures`), JSON-friendly.
     """
 
     path: Path
@@ -80,6 +82,7 @@ class CopyResult:
     compressed: bool = False
     original_bytes: int | None = None
     sha256: str | None = None
+    figures: dict | None = None
 
 
 class Source(ABC):
@@ -114,6 +117,15 @@ class Source(ABC):
         which the verification found while it read the dump to its end.
         """
         return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).replace(microsecond=0)
+
+    def figures(self, target: TargetBase, verified: Verification, counted: dict | None) -> dict | None:
+        """What the copy holds, recorded with its register row for the restore drills to compare with.
+
+        ``counted`` is what :meth:`copy` counted at the source (its ``CopyResult.figures``), ``verified``
+        what ``verificar_fecha`` read in the copy itself. By default what a tar holds (files, bytes, a
+        sample of file hashes: :class:`~respaldo.integridad.TarContents`), or nothing.
+        """
+        return verified.contents
 
     @abstractmethod
     def check(self, target: TargetBase) -> str:

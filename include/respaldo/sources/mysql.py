@@ -34,11 +34,14 @@ user cannot see), so the copy reads ``SHOW GRANTS`` first and refuses to take an
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import re
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Generator
 from pathlib import Path
 from typing import Annotated, Literal
@@ -164,6 +167,189 @@ def _tool(*names: str) -> str:
                     "copiar ni revisar una base MySQL/MariaDB.")
 
 
+#: How often the copy looks for mariadb-dump's session in the server's process list.
+DUMP_SESSION_POLL_SECONDS = 0.01
+#: The only engine whose tables a consistent snapshot covers; others are read as they are at that moment.
+TRANSACTIONAL_ENGINES = frozenset({"InnoDB"})
+
+
+def _quoted(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+class BracketCounts:
+    """Row counts of every table in two consistent snapshots that bracket mariadb-dump's own.
+
+    MySQL and MariaDB cannot hand a snapshot to another session, so the counts cannot be taken in
+    mariadb-dump's. They are taken, through the provider hook's connection, in one snapshot opened
+    just before mariadb-dump starts (``START TRANSACTION WITH CONSISTENT SNAPSHOT``) and in another
+    opened just after mariadb-dump's is open: its session enters the database (the server's process
+    list shows it) only after its ``START TRANSACTION WITH CONSISTENT SNAPSHOT``, and is looked for
+    every :data:`DUMP_SESSION_POLL_SECONDS`. The dump's snapshot lies between the two, so **the
+    tolerance is exactly what changed in between**: a restore drill accepts, for each table, any row
+    count from the lower to the higher of the two counts; for a table nobody wrote to in that instant
+    (typically well under a second) both are equal and the comparison is exact. Rows inserted and
+    deleted inside that instant could be missed by this rule, and it holds for InnoDB tables only:
+    tables of other engines (MyISAM, Aria) are read as they are when mariadb-dump reaches them, so
+    their counts are recorded but do not decide a drill. The second count waits for the first, so the
+    server does one extra scan at a time beside the dump.
+
+    The figures are an addition to the copy, never a condition for it: a failure is logged and recorded
+    as the figures' ``error``.
+    """
+
+    def __init__(self, conn_id: str, database: str, exclude: list[str], log: logging.Logger,
+                 secrets: list[str]):
+        self.conn_id = conn_id
+        self.database = database
+        self.exclude = set(exclude)
+        self.log = log
+        self.secrets = secrets
+        self.before = self.after = None  # the two snapshots' connections
+        self.ids: list[int] = []
+        self.tables: list[tuple[str, str]] = []
+        self.counts: dict[str, list[int | None]] = {}
+        self.error: str | None = None
+        self.second = ""
+        self.dump_done = threading.Event()
+        self.stop = threading.Event()
+        self.counted_before = threading.Event()
+        self.seconds = 0.0
+        self.threads = [threading.Thread(target=self._count_before, name="respaldo-cifras-antes", daemon=True),
+                        threading.Thread(target=self._count_after, name="respaldo-cifras-despues", daemon=True)]
+
+    def _connect(self):
+        from airflow.providers.mysql.hooks.mysql import MySqlHook
+
+        conn = MySqlHook(mysql_conn_id=self.conn_id, schema=self.database).get_conn()
+        conn.autocommit(True)
+        return conn
+
+    def _fail(self, err: BaseException) -> None:
+        if self.error is None:
+            from respaldo.hooks.base import blank
+
+            self.error = blank(str(err).strip() or type(err).__name__, self.secrets)
+            self.log.warning("No se pudieron contar las filas de «%s» alrededor de la instantánea de la copia (la "
+                             "copia sigue, sin esas cifras): %s", self.database, self.error)
+
+    def __enter__(self) -> BracketCounts:
+        try:
+            self.before = self._connect()
+            cur = self.before.cursor()
+            cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            cur.execute("SELECT TABLE_NAME, coalesce(ENGINE, '') FROM information_schema.TABLES "
+                        "WHERE TABLE_SCHEMA = %s AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME", (self.database,))
+            self.tables = [(name, engine) for name, engine in cur.fetchall() if name not in self.exclude]
+            self.after = self._connect()
+            for conn in (self.before, self.after):
+                probe = conn.cursor()
+                probe.execute("SELECT CONNECTION_ID()")
+                self.ids.append(probe.fetchone()[0])
+            probe = self.after.cursor()
+            probe.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s", (self.database,))
+            self.ids += [row[0] for row in probe.fetchall()]  # sessions already there are not the dump's
+        except Exception as err:  # noqa: BLE001 - the copy goes on without figures
+            self._fail(err)
+            self._close()
+            return self
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def _count(self, conn, slot: int) -> None:
+        cur = conn.cursor()
+        for name, _ in self.tables:
+            if self.stop.is_set():
+                return
+            try:
+                cur.execute(f"SELECT COUNT(*) FROM {_quoted(self.database)}.{_quoted(name)}")
+                rows = int(cur.fetchone()[0])
+            except Exception as err:  # noqa: BLE001 - a table dropped or altered meanwhile: not counted
+                if "Lost connection" in str(err) or "gone away" in str(err):
+                    raise
+                rows = None
+            self.counts.setdefault(name, [None, None])[slot] = rows
+
+    def _count_before(self) -> None:
+        started = time.monotonic()
+        try:
+            self._count(self.before, 0)
+        except Exception as err:  # noqa: BLE001
+            self._fail(err)
+        finally:
+            self.seconds += time.monotonic() - started
+            self.counted_before.set()
+
+    def _count_after(self) -> None:
+        try:
+            cur = self.after.cursor()
+            marks = ", ".join(["%s"] * len(self.ids))
+            while not self.stop.is_set():
+                cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND "
+                            f"USER = SUBSTRING_INDEX(USER(), '@', 1) AND ID NOT IN ({marks}) LIMIT 1",
+                            (self.database, *self.ids))
+                if cur.fetchall():
+                    self.second = "al ver la sesión de mariadb-dump en la base"
+                    break
+                if self.dump_done.is_set():
+                    self.second = "al terminar mariadb-dump"
+                    break
+                time.sleep(DUMP_SESSION_POLL_SECONDS)
+            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            self.counted_before.wait()
+            started = time.monotonic()
+            self._count(self.after, 1)
+            self.seconds += time.monotonic() - started
+        except Exception as err:  # noqa: BLE001
+            self._fail(err)
+
+    def dump_ended(self) -> None:
+        """mariadb-dump exited: its snapshot was open for sure, if its session was never seen."""
+        self.dump_done.set()
+
+    def result(self) -> dict:
+        """The figures: each table's rows in the snapshot before and the one after mariadb-dump's."""
+        self.dump_done.set()
+        for thread in self.threads:
+            if thread.is_alive():
+                thread.join()
+        figures: dict = {"motor": "mysql"}
+        if self.error is not None or not self.threads[0].ident:
+            return {**figures, "error": self.error or "no se abrió la instantánea"}
+        other = sorted(name for name, engine in self.tables if engine not in TRANSACTIONAL_ENGINES)
+        changed = sum(1 for before, after in self.counts.values() if before != after)
+        self.log.info("Filas contadas antes y después de la instantánea de la copia: %d tablas (%d cambiaron en ese "
+                      "instante), en %.1f s", len(self.counts), changed, self.seconds)
+        figures.update(tablas={name: list(pair) for name, pair in self.counts.items()}, segunda=self.second)
+        if other:
+            figures["no_transaccionales"] = other
+        return figures
+
+    def _close(self) -> None:
+        for conn in (self.before, self.after):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+        self.before = self.after = None
+
+    def __exit__(self, *exc_info: object) -> None:
+        if any(thread.is_alive() for thread in self.threads):  # the copy failed: stop counting
+            self.stop.set()
+            self.dump_done.set()
+            with contextlib.suppress(Exception):
+                killer = self._connect()
+                for thread_id in self.ids[:2]:
+                    with contextlib.suppress(Exception):
+                        killer.cursor().execute(f"KILL QUERY {int(thread_id)}")
+                killer.close()
+            for thread in self.threads:
+                thread.join()
+            self.error = self.error or "la copia se interrumpió antes de terminar de contar"
+        self._close()
+
+
 class MysqlSource(Source):
     kind = "mysql"
     model = MysqlTarget
@@ -275,15 +461,18 @@ class MysqlSource(Source):
             argv += [f"--ignore-table={server.database}.{table}" for table in target.exclude_tables]
             argv += ["--", server.database]
             explain = lambda text, _code: self._explain(server, text)  # noqa: E731
-            if dest.name.endswith(".zst"):  # compressed as it arrives: overlaps the dump, no raw copy on disk
-                original, compressed, sha256 = copy_compressed(argv, dest, env=server.env, log=log, what=tool,
-                                                               secrets=server.secrets, explain=explain)
-                result = CopyResult(path=dest, bytes=compressed, compressed=True, original_bytes=original,
-                                    sha256=sha256)
-            else:
-                size = run_to_file(argv, dest, env=server.env, log=log, what=tool, secrets=server.secrets,
-                                   explain=explain)
-                result = CopyResult(path=dest, bytes=size)
+            with BracketCounts(target.conn_id, server.database, target.exclude_tables, log, server.secrets) as counts:
+                if dest.name.endswith(".zst"):  # compressed as it arrives: overlaps the dump, no raw copy on disk
+                    original, compressed, sha256 = copy_compressed(argv, dest, env=server.env, log=log, what=tool,
+                                                                   secrets=server.secrets, explain=explain)
+                    result = CopyResult(path=dest, bytes=compressed, compressed=True, original_bytes=original,
+                                        sha256=sha256)
+                else:
+                    size = run_to_file(argv, dest, env=server.env, log=log, what=tool, secrets=server.secrets,
+                                       explain=explain)
+                    result = CopyResult(path=dest, bytes=size)
+                counts.dump_ended()
+                result = dataclasses.replace(result, figures=counts.result())
         if (result.original_bytes if result.compressed else result.bytes) == 0:
             dest.unlink(missing_ok=True)
             raise CopyError(f"{tool} no produjo datos: la copia está vacía")
@@ -299,6 +488,10 @@ class MysqlSource(Source):
             raise DateCheckError(f"La copia {path.name} no trae la fecha de creación: mariadb-dump se ejecutó sin "
                                  "--dump-date.")
         return verified.created_at
+
+    def figures(self, target: MysqlTarget, verified: Verification, counted: dict | None) -> dict | None:
+        """The rows counted around the dump's snapshot (see :class:`BracketCounts`)."""
+        return counted
 
     def check(self, target: MysqlTarget) -> str:
         with self._session(target, _tool("mariadb-dump", "mysqldump")) as server:

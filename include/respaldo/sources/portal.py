@@ -133,7 +133,7 @@ class PortalSource(Source):
         dump = dest.with_name(f"{DATABASE_MEMBER}.{source.extension}")
         try:
             log.info("Portal %s: base de datos (%s)", target.id, source.label)
-            source.copy(database, dump, log)
+            counted = source.copy(database, dump, log).figures
             proc = subprocess.run(  # noqa: S603 - fixed argv
                 ["tar", "--append", f"--file={dest}", "--format=posix", f"--directory={dump.parent}", "--",
                  dump.name], env=minimal_env(), capture_output=True, text=True, check=False,
@@ -146,7 +146,7 @@ class PortalSource(Source):
             raise
         finally:
             dump.unlink(missing_ok=True)
-        return CopyResult(path=dest, bytes=dest.stat().st_size)
+        return CopyResult(path=dest, bytes=dest.stat().st_size, figures={"base_de_datos": counted})
 
     def read_stamp(self, target: PortalTarget, path: Path, verified: Verification) -> dt.datetime | None:
         """The database dump's own creation date, which the verification read inside the portal's tar."""
@@ -155,6 +155,12 @@ class PortalSource(Source):
         if verified.database_member != name:
             raise DateCheckError(f"La copia del portal {path.name} no trae su base de datos ({name}).")
         return source.read_stamp(database, path, verified)
+
+    def figures(self, target: PortalTarget, verified: Verification, counted: dict | None) -> dict | None:
+        """The files' figures (what the tar holds besides the database) and the database's own."""
+        source, database = self._database(target)
+        return {"archivos": verified.contents,
+                "base_de_datos": source.figures(database, verified, (counted or {}).get("base_de_datos"))}
 
     def check(self, target: PortalTarget) -> str:
         from respaldo.sources import source_for

@@ -14,6 +14,7 @@ sequence it should copy, e.g. the built-in ``pg_read_all_data`` role (PostgreSQL
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import re
@@ -236,6 +237,130 @@ class LockWatch:
                 "que suele tardar más, aumente lock_wait_minutes del objetivo.")
 
 
+#: What the figures of a PostgreSQL copy count: every ordinary table (partitions included) outside the
+#: system schemas. Counted with ``ONLY``, as pg_dump's COPY reads each table without its children.
+_TABLES_SQL = """
+SELECT c.oid, format('%I.%I', n.nspname, c.relname), n.nspname, c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND c.relpersistence <> 't'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'
+ORDER BY 2
+"""
+
+
+class SnapshotCounts:
+    """Exact row counts of the tables a dump copies, taken in the dump's own snapshot.
+
+    A ``REPEATABLE READ`` transaction on the provider hook's connection exports its snapshot
+    (``pg_export_snapshot()``), pg_dump imports it (``--snapshot``), and the tables are counted in that
+    transaction, in a thread, while pg_dump copies them: both see exactly the same rows, whatever
+    the application writes meanwhile, so a restore drill can demand the very same counts. The
+    transaction stays open until pg_dump has finished (it must until pg_dump has imported the
+    snapshot; pg_dump's own transaction holds the same rows back from vacuum all along, so it costs the
+    server nothing more). The counting session is gentle: no parallel workers, and it gives up on a
+    locked table after ``lock_wait_minutes`` as pg_dump does.
+
+    The figures are an addition to the copy, never a condition for it: a snapshot that cannot be
+    exported or a count that fails is logged and recorded as the figures' ``error``, and pg_dump
+    copies the database as it always did.
+    """
+
+    def __init__(self, session: PgSession, log: logging.Logger, *, lock_wait_minutes: float):
+        self.session = session
+        self.log = log
+        self.lock_wait_minutes = lock_wait_minutes
+        self.conn = None
+        self.snapshot: str | None = None
+        self.tables: list[tuple[int, str, str, str]] = []
+        self.counts: dict[str, int] = {}
+        self.error: str | None = None
+        self.seconds = 0.0
+        self._thread = threading.Thread(target=self._count, name="respaldo-cifras", daemon=True)
+
+    def __enter__(self) -> SnapshotCounts:
+        try:
+            self.conn = self.session.connect(application_name=f"{self.session.application_name} (cifras)")
+            with self.conn.cursor() as cur:
+                cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                cur.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', '0', true), "
+                            "set_config('idle_in_transaction_session_timeout', '0', true), "
+                            "set_config('max_parallel_workers_per_gather', '0', true)",
+                            (f"{max(int(self.lock_wait_minutes * 60_000), 1)}ms",))
+                cur.execute("SELECT pg_export_snapshot()")
+                self.snapshot = cur.fetchone()[0]
+                cur.execute(_TABLES_SQL)
+                self.tables = list(cur.fetchall())
+        except Exception as err:  # noqa: BLE001 - the copy goes on without figures
+            self._fail(err)
+            self._close()
+        else:
+            self._thread.start()
+        return self
+
+    def argv(self) -> list[str]:
+        """pg_dump's option to read in this snapshot (none when there is no snapshot)."""
+        return [f"--snapshot={self.snapshot}"] if self.snapshot and self.conn is not None else []
+
+    def _fail(self, err: BaseException) -> None:
+        self.error = self.session.blank(str(err).strip() or type(err).__name__)
+        self.log.warning("No se pudieron contar las filas de «%s» en la instantánea de la copia (la copia sigue, sin "
+                         "esas cifras): %s", self.session.database, self.error)
+
+    def _count(self) -> None:
+        from psycopg import sql
+
+        started = time.monotonic()
+        try:
+            with self.conn.cursor() as cur:
+                for _, name, schema, table in self.tables:
+                    cur.execute(sql.SQL("SELECT count(*) FROM ONLY {}.{}").format(sql.Identifier(schema),
+                                                                                  sql.Identifier(table)))
+                    self.counts[name] = cur.fetchone()[0]
+        except Exception as err:  # noqa: BLE001 - recorded as the figures' error
+            if self.error is None:
+                self._fail(err)
+        self.seconds = time.monotonic() - started
+
+    def result(self) -> dict:
+        """The figures: the snapshot, each table's rows and OID (to match the archive's table of contents)."""
+        if self._thread.is_alive():
+            self._thread.join()
+        figures: dict = {"motor": "postgres", "instantanea": self.snapshot}
+        if self.error is not None:
+            return {**figures, "error": self.error}
+        self.log.info("Filas contadas en la instantánea de pg_dump: %d tablas, %d filas, en %.1f s", len(self.counts),
+                      sum(self.counts.values()), self.seconds)
+        return {**figures, "tablas": dict(self.counts),
+                "oid": {name: oid for oid, name, _, _ in self.tables if name in self.counts}}
+
+    def _close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._thread.is_alive():  # pg_dump failed or the task was stopped: no point in counting on
+            with contextlib.suppress(Exception):
+                self.conn.cancel()
+            self._thread.join()
+            self.error = self.error or "la copia se interrumpió antes de terminar de contar"
+        self._close()
+
+
+def table_figures(counted: dict | None, archived: frozenset[int] | None) -> dict | None:
+    """``counted`` (:meth:`SnapshotCounts.result`) narrowed to the tables whose rows the archive carries."""
+    if not counted or "tablas" not in counted or archived is None:
+        return counted
+    oids = counted.get("oid", {})
+    figures = {key: value for key, value in counted.items() if key not in ("tablas", "oid")}
+    figures["tablas"] = {name: rows for name, rows in counted["tablas"].items() if oids.get(name) in archived}
+    uncounted = sorted(archived - set(oids.values()))
+    if uncounted:  # copied without a count (created after the list was read): the drill cannot judge them
+        figures["sin_contar"] = uncounted
+    return figures
+
+
 class PostgresSource(Source):
     kind = "postgres"
     model = PostgresTarget
@@ -257,7 +382,9 @@ class PostgresSource(Source):
             argv = ["pg_dump", "--format=custom", "--compress=0", "--no-password",
                     f"--lock-wait-timeout={max(int(target.lock_wait_minutes * 60_000), 1)}"]
             argv += [f"--exclude-table={pattern}" for pattern in target.exclude_tables]
-            with LockWatch(session, dest, log, bound_minutes=target.lock_wait_minutes) as watch:
+            with SnapshotCounts(session, log, lock_wait_minutes=target.lock_wait_minutes) as counts, \
+                    LockWatch(session, dest, log, bound_minutes=target.lock_wait_minutes) as watch:
+                argv += counts.argv()
 
                 def explain(text: str, _code: int) -> str:
                     return watch.explain(text) or explain_libpq(text, session)
@@ -272,6 +399,7 @@ class PostgresSource(Source):
                     size = run_to_file([*argv, f"--file={dest}"], dest, env=session.env, log=log, what="pg_dump",
                                        secrets=session.secrets, writes_dest_itself=True, explain=explain)
                     result = CopyResult(path=dest, bytes=size)
+                result = dataclasses.replace(result, figures=counts.result())
         if (result.original_bytes if result.compressed else result.bytes) == 0:
             dest.unlink(missing_ok=True)
             raise CopyError("pg_dump no produjo datos: la copia está vacía")
@@ -282,6 +410,14 @@ class PostgresSource(Source):
         if verified.created_at is None:
             raise DateCheckError(f"La copia {path.name} no trae la fecha de creación que pg_dump estampa.")
         return verified.created_at
+
+    def figures(self, target: PostgresTarget, verified: Verification, counted: dict | None) -> dict | None:
+        """The rows counted in the dump's snapshot, of exactly the tables whose data the archive holds.
+
+        The archive's table of contents (its ``TABLE DATA`` entries, read by ``verificar_fecha``) says
+        which tables pg_dump copied, by OID: excluded tables and extensions' tables drop out.
+        """
+        return table_figures(counted, verified.tables)
 
     def check(self, target: PostgresTarget) -> str:
         with self._session(target) as session:
