@@ -28,6 +28,8 @@ from respaldo.seguimiento.informe import NO_CORRIO, Informe
 log = logging.getLogger("respaldo")
 
 DAG_ID = "respaldo_seguimiento"
+#: The drills' DAG, built beside the backup DAGs: a paused or missing one is reported like theirs.
+DRILL_DAG_ID = "respaldo_simulacro"
 #: Where to send "the check could not run" when the inventory's own ``alerts`` cannot be read.
 FALLBACK_ENV = "RESPALDO_ALERTAS"
 FALLBACK_SMTP = "smtp_default"
@@ -113,7 +115,7 @@ def revisar(inventory: Inventory, *, now: dt.datetime | None = None) -> Informe:
     classes = turnos.clases(inventory, since=followup.since)
     api, auth_problem = salud.Api.of(followup.api_conn_id)
     try:
-        health = salud.check(api, auth_problem, dag_ids=[*(c.dag_id for c in classes.values()), DAG_ID],
+        health = salud.check(api, auth_problem, dag_ids=[*(c.dag_id for c in classes.values()), DAG_ID, DRILL_DAG_ID],
                              pools_needed=inventory.pools(), stuck_after=dt.timedelta(minutes=followup.stuck_minutes),
                              failed_since=now - window, now=now, zone=zone)
         handled = _handle_failed(inventory, api, health)

@@ -208,10 +208,10 @@ def _authenticated_checks(api: Api, salud: Salud, dag_ids: list[str], pools_need
         dag = dags.get(dag_id)
         if dag is None:
             salud.problems.append(Problema(f"airflow:sin_dag:{dag_id}", f"el DAG {dag_id} no existe en Airflow: "
-                                           "sus copias no se hacen"))
+                                           "no se ejecuta"))
         elif dag.get("is_stale"):
             salud.problems.append(Problema(f"airflow:sin_dag:{dag_id}", f"el DAG {dag_id} ya no está en el archivo "
-                                           "de DAG que Airflow lee: sus copias no se hacen"))
+                                           "de DAG que Airflow lee: no se ejecuta"))
     for dag_id, dag in sorted(dags.items()):
         if dag_id.startswith(DAG_PREFIX) and dag.get("is_paused") and not dag.get("is_stale"):
             salud.problems.append(Problema(f"airflow:pausado:{dag_id}", f"el DAG {dag_id} está pausado: sus turnos "
@@ -222,9 +222,9 @@ def _authenticated_checks(api: Api, salud: Salud, dag_ids: list[str], pools_need
         if warning["dag_id"].startswith(DAG_PREFIX):
             absent |= {name for name in pools_needed if name in (warning.get("message") or "")}
     for name in sorted(absent):
-        salud.problems.append(Problema(f"airflow:pool:{name}", f"no existe el pool «{name}» que necesitan copias del "
-                                       "inventario: sus tareas no se programan (se crea al empezar la próxima "
-                                       "ejecución, o ahora con `respaldo pools`)"))
+        salud.problems.append(Problema(f"airflow:pool:{name}", f"no existe el pool «{name}» que necesitan copias o "
+                                       "simulacros del inventario: sus tareas no se programan (se crea al empezar la "
+                                       "próxima ejecución, o ahora con `respaldo pools`)"))
     for ti in api.pages("/dags/~/dagRuns/~/taskInstances", "task_instances", state=["scheduled", "queued"],
                         dag_id_prefix_pattern=DAG_PREFIX):
         if not ti["dag_id"].startswith(DAG_PREFIX):
