@@ -310,10 +310,12 @@ def test_the_csv_has_every_column_of_the_table_with_the_sheets_words(inventory, 
         columns = [name for (name,) in conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = 'respaldo' "
             "AND table_name = 'control_backup' ORDER BY ordinal_position")]
-    header = table[0]
+    header, drill = table[0][:-1], table[0][-1]
     assert len(header) == len(columns) == len(set(header)) and len(columns) > 17
     assert [register.LABELS.get(c, c) for c in columns if c not in dict(register.SHEET_COLUMNS)] == \
         header[len(register.SHEET_COLUMNS):]
+    assert drill == "Último simulacro aprobado", "as on the sheet, the target's last approved drill comes last"
+    assert all(name in register.LABELS for name in columns), "every column has its Spanish label"
     assert header[:6] == ["Fecha de creación", "Objetivo", "Tipo", "Frecuencia", "Mecanismo", "Estado"]
     status = header.index("Estado")
     # The CSV keeps every row, the covered missing slot included (its «Cubierto por el registro» says by which).

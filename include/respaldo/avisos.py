@@ -135,3 +135,13 @@ def resend_unsent(channel: Channel, *, run_id: str | None = None) -> list[tuple[
         retry = Channel(channel.smtp_conn_id, list(alert.recipients), channel.from_email, channel.register_conn_id)
         results.append((alert, deliver(alert, retry)))
     return results
+
+
+def resend_problems(channel: Channel, *, run_id: str | None = None) -> list[str]:
+    """:func:`resend_unsent`, and in words what still did not go out (or why unsent alerts could not be read)."""
+    try:
+        resent = resend_unsent(channel, run_id=run_id)
+    except RegisterError as err:
+        return [str(err)]
+    return [f"aviso «{alert.subject}»: {delivery.error}" for alert, delivery in resent
+            if not delivery.sent and not delivery.duplicate]

@@ -197,8 +197,9 @@ def cmd_register(args: argparse.Namespace) -> int:
         if args.csv:
             # Every row (superseded missing slots too) and every column the table has today.
             where = consulta.Filter(target=args.objetivo, since=since, until=until, superseded=True)
+            drills = _approved_drills(inventory.register.conn_id)
             with consulta.every_column(conn, where, limit=args.limite) as (names, rows):
-                _print_csv(names, rows, zone)
+                _print_csv(names, rows, zone, drills)
             return 0
         where = consulta.Filter(target=args.objetivo, since=since, until=until)
         rows = consulta.page(conn, where, size=args.limite or 10**9).rows
@@ -345,8 +346,11 @@ def _close(word: str, candidates: list[str]) -> str:
     return f" ¿Quiso decir «{close[0]}»?" if close else ""
 
 
-def _print_csv(names: list[str], rows, zone) -> None:
-    """Every column: the sheet's first, in its order, then the rest in the table's order."""
+def _print_csv(names: list[str], rows, zone, drills: dict[str, dict]) -> None:
+    """Every column: the sheet's first, in its order, then the rest in the table's order; last, as on the
+    sheet, the target's last approved drill."""
+    import json
+
     from respaldo import register
 
     first = [key for key, _ in register.SHEET_COLUMNS if key in names]
@@ -359,12 +363,18 @@ def _print_csv(names: list[str], rows, zone) -> None:
             return ""
         if isinstance(found, dt.datetime):
             return found.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+        if isinstance(found, dict | list):  # the copy's figures (jsonb)
+            return json.dumps(found, ensure_ascii=False, sort_keys=True)
         return register.word(key, found)
 
+    def drill(row: tuple) -> str:
+        approved = drills.get(row[index["target"]])
+        return approved["finished_at"].astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if approved else ""
+
     writer = csv.writer(sys.stdout)
-    writer.writerow([register.LABELS.get(key, key) for key in order])
+    writer.writerow([register.LABELS.get(key, key) for key in order] + [DRILL_LABEL])
     for row in rows:
-        writer.writerow([value(row, key) for key in order])
+        writer.writerow([value(row, key) for key in order] + [drill(row)])
 
 
 def _write_sheet(args: argparse.Namespace, inventory: Inventory, zone, conn) -> int:

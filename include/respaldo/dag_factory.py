@@ -325,9 +325,10 @@ def build_drill_dag(inventory: Inventory):
     import pendulum
     from airflow.sdk import DAG, CronTriggerTimetable, Param, TaskGroup
 
+    from respaldo.fallas import RunCallback
     from respaldo.simulacro.grupos import groups_of, pool_of
     from respaldo.simulacro.operador import SimulacroOperator
-    from respaldo.simulacro.tareas import AvisoDeEjecucion
+    from respaldo.simulacro.tareas import DRILL_TEXTS
 
     drills = inventory.drills
     start = inventory.start_date
@@ -356,11 +357,12 @@ def build_drill_dag(inventory: Inventory):
     ) as dag:
         opening = SimulacroOperator(
             task_id="preparar", step="preparar", settings=settings, targets=ids,
-            on_failure_callback=[AvisoDeEjecucion(settings)],
+            on_failure_callback=[RunCallback(settings, DRILL_TEXTS)],
             doc_md="**Antes de empezar.** Revisa el formulario y borra lo que dejaron simulacros interrumpidos de "
                    "ejecuciones anteriores (solo lo marcado como de respaldo); sus filas quedan «fallido».")
         closing = SimulacroOperator(
-            task_id="cierre", step="cierre", settings=settings, on_failure_callback=[AvisoDeEjecucion(settings)],
+            task_id="cierre", step="cierre", settings=settings,
+            on_failure_callback=[RunCallback(settings, DRILL_TEXTS)],
             doc_md="**Al terminar.** Borra lo que haya dejado un simulacro de esta ejecución que se interrumpió de "
                    "golpe y reenvía los avisos que no salieron.")
         for group, targets in groups.items():

@@ -292,13 +292,25 @@ class FailureCallback:
 
 
 class RunCallback:
-    """``on_failure_callback`` of ``preparar`` and ``cierre``: one alert saying what did not happen. Never raises.
+    """``on_failure_callback`` of a DAG's own tasks (``preparar``, ``cierre``): one alert saying what did not
+    happen. Never raises.
 
     :param settings: the settings every task of the DAG gets.
+    :param texts: per task id, the subject (``{run_id}`` and ``{dag_id}`` filled in) and what happened to
+        the run, in a sentence; by default a backup DAG's.
     """
 
-    def __init__(self, settings: dict[str, Any]):
+    BACKUP_TEXTS = {
+        "preparar": ("[respaldo] La ejecución {run_id} de {dag_id} no empezó: no se respaldó nada",
+                     "no empezó: ningún objetivo se respaldó en esta ejecución"),
+        "cierre": ("[respaldo] El cierre de la ejecución {run_id} de {dag_id} quedó incompleto",
+                   "terminó, pero su cierre no pudo registrar o avisar todas las fallas; el seguimiento lo volverá "
+                   "a intentar"),
+    }
+
+    def __init__(self, settings: dict[str, Any], texts: dict[str, tuple[str, str]] | None = None):
         self.settings = settings
+        self.texts = texts or self.BACKUP_TEXTS
 
     def __call__(self, context: dict[str, Any]) -> None:
         try:
@@ -307,21 +319,15 @@ class RunCallback:
             reason = reason_of(context.get("exception"),
                                timeout=getattr(context.get("task"), "execution_timeout", None))
             url = log_url(run.dag_id, run.run_id, ti.task_id, getattr(ti, "try_number", None))
-            if ti.task_id == "preparar":
-                subject = f"[respaldo] La ejecución {run.run_id} de {run.dag_id} no empezó: no se respaldó nada"
-                what = "no empezó: ningún objetivo se respaldó en esta ejecución"
-            else:
-                subject = f"[respaldo] El cierre de la ejecución {run.run_id} de {run.dag_id} quedó incompleto"
-                what = ("terminó, pero su cierre no pudo registrar o avisar todas las fallas; el seguimiento lo "
-                        "volverá a intentar")
+            subject, what = self.texts[ti.task_id]
             body = "\n".join([
                 f"<p>La ejecución <b>{html.escape(run.run_id)}</b> de <b>{html.escape(run.dag_id)}</b> {what}.</p>",
                 f"<p><b>Motivo:</b> {html.escape(reason)}</p>",
                 f'<p>Log de la tarea: <a href="{html.escape(url)}">{html.escape(url)}</a></p>',
             ])
             alert = Alert(key=f"{ti.task_id}:{run.dag_id}:{run.run_id}:{getattr(ti, 'try_number', 0)}",
-                          kind=ti.task_id, recipients=list(self.settings["alert_emails"]), subject=subject,
-                          body=body, run_id=run.run_id)
+                          kind=ti.task_id, recipients=list(self.settings["alert_emails"]),
+                          subject=subject.format(run_id=run.run_id, dag_id=run.dag_id), body=body, run_id=run.run_id)
             avisos.deliver(alert, avisos.Channel.of(self.settings))
         except Exception:
             log.exception("No se pudo avisar la falla de %s", context.get("run_id"))

@@ -256,7 +256,7 @@ def cierre(settings: dict[str, Any], **context: Any) -> dict[str, Any]:
     """
     from airflow.sdk.exceptions import AirflowException
 
-    from respaldo.avisos import Channel, resend_unsent
+    from respaldo.avisos import Channel, resend_problems
     from respaldo.register import notificacion
 
     dag, ti, run_id = context["dag"], context["ti"], context["run_id"]
@@ -297,12 +297,7 @@ def cierre(settings: dict[str, Any], **context: Any) -> dict[str, Any]:
             problems.append(f"{model.id}: {outcome.record_error}")
         if outcome.delivery and not (outcome.delivery.sent or outcome.delivery.duplicate):
             problems.append(f"{model.id}: {outcome.delivery.error}")
-    try:
-        for alert, delivery in resend_unsent(Channel.of(settings), run_id=run_id):
-            if not delivery.sent and not delivery.duplicate:
-                problems.append(f"aviso «{alert.subject}»: {delivery.error}")
-    except RespaldoError as err:
-        problems.append(str(err))
+    problems += resend_problems(Channel.of(settings), run_id=run_id)
     if problems:
         raise AirflowException("El cierre de la ejecución no pudo completar: " + "; ".join(problems))
     return {"fallas_sin_aviso_atendidas": handled}

@@ -86,6 +86,7 @@ LABELS: dict[str, str] = {
     "verified_at": "Verificado",
     "verify_status": "Verificación",
     "verify_error": "Error de verificación",
+    "figures": "Cifras al tomar la copia",
 }
 
 #: The words people read for the values the database keeps in English. The database keeps the raw

@@ -10,12 +10,8 @@ from airflow.sdk import BaseOperator
 log = logging.getLogger("respaldo")
 
 
-class SeguimientoOperator(BaseOperator):
-    """Run the follow-up check (:func:`respaldo.seguimiento.ejecutar`) and log its report.
-
-    The task fails only when the check itself could not run (register unreachable, inventory broken):
-    what needs attention in the backups is mailed and logged, and the task stays green, so a red
-    ``respaldo_seguimiento`` always means the follow-up is not working.
+class _FollowupOperator(BaseOperator):
+    """A task of ``respaldo_seguimiento``: it reads the inventory the DAG file was built from.
 
     :param inventory_path: the inventory the DAG file was built from.
     """
@@ -25,6 +21,15 @@ class SeguimientoOperator(BaseOperator):
     def __init__(self, *, inventory_path: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.inventory_path = inventory_path
+
+
+class SeguimientoOperator(_FollowupOperator):
+    """Run the follow-up check (:func:`respaldo.seguimiento.ejecutar`) and log its report.
+
+    The task fails only when the check itself could not run (register unreachable, inventory broken):
+    what needs attention in the backups is mailed and logged, and the task stays green, so a red
+    ``respaldo_seguimiento`` always means the follow-up is not working.
+    """
 
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowException
@@ -45,20 +50,12 @@ class SeguimientoOperator(BaseOperator):
                 "faltantes_nuevos": result.informe.new_missing}
 
 
-class RelecturaOperator(BaseOperator):
+class RelecturaOperator(_FollowupOperator):
     """Re-read this run's share of stored artifacts to their end, record each outcome, mail the damaged ones.
 
     Like ``revisar``, the task fails only when it could not run (inventory or register unusable): a
     damaged copy is mailed and logged, and the task stays green.
-
-    :param inventory_path: the inventory the DAG file was built from.
     """
-
-    ui_color = "#fdf3e1"
-
-    def __init__(self, *, inventory_path: str | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.inventory_path = inventory_path
 
     def execute(self, context: Any) -> dict[str, Any]:
         from respaldo.inventory import load_inventory

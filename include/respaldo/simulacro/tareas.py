@@ -102,50 +102,20 @@ def cierre(settings: dict[str, Any], **context: Any) -> dict[str, Any]:
     """After every drill: what a drill killed in this run left is dropped, its row settled; unsent alerts sent."""
     from airflow.sdk.exceptions import AirflowException
 
-    from respaldo.avisos import Channel, resend_unsent
+    from respaldo.avisos import Channel, resend_problems
 
     run = _run(context, settings)
     problems = sweep(settings, run, this_run=True)
-    try:
-        for alert, delivery in resend_unsent(Channel.of(settings), run_id=run.run_id):
-            if not delivery.sent and not delivery.duplicate:
-                problems.append(f"aviso «{alert.subject}»: {delivery.error}")
-    except RespaldoError as err:
-        problems.append(str(err))
+    problems += resend_problems(Channel.of(settings), run_id=run.run_id)
     if problems:
         raise AirflowException("El cierre de los simulacros no pudo completar: " + "; ".join(problems))
     return {"problemas": []}
 
 
-class AvisoDeEjecucion:
-    """``on_failure_callback`` of ``preparar`` and ``cierre``: one email saying what did not happen. Never raises."""
-
-    def __init__(self, settings: dict[str, Any]):
-        self.settings = settings
-
-    def __call__(self, context: dict[str, Any]) -> None:
-        import html
-
-        from respaldo import avisos
-        from respaldo.fallas import reason_of
-        from respaldo.register.notificacion import Alert
-        from respaldo.simulacro.ejercicio import log_url
-
-        try:
-            run = _run(context, self.settings)
-            if run.task_id == "preparar":
-                what = "no empezó: no se hizo ningún simulacro en esta ejecución"
-            else:
-                what = "terminó, pero su cierre no pudo borrar todos los restos o enviar todos los avisos"
-            body = "\n".join([
-                f"<p>La ejecución <b>{html.escape(run.run_id)}</b> de <b>{html.escape(run.dag_id)}</b> {what}.</p>",
-                f"<p><b>Motivo:</b> {html.escape(reason_of(context.get('exception')))}</p>",
-                f'<p>Log: <a href="{html.escape(log_url(run))}">{html.escape(log_url(run))}</a></p>',
-            ])
-            alert = Alert(key=f"{run.task_id}:{run.dag_id}:{run.run_id}:{run.try_number or 0}", kind=run.task_id,
-                          recipients=list(self.settings["alert_emails"]),
-                          subject=f"[respaldo] Los simulacros de {run.run_id} ({run.dag_id}) {what.split(':')[0]}",
-                          body=body, run_id=run.run_id)
-            avisos.deliver(alert, avisos.Channel.of(self.settings))
-        except Exception:
-            log.exception("No se pudo avisar la falla de %s", context.get("run_id"))
+#: What the failure of the drills' own tasks tells (see :class:`respaldo.fallas.RunCallback`).
+DRILL_TEXTS = {
+    "preparar": ("[respaldo] Los simulacros de {run_id} ({dag_id}) no empezaron",
+                 "no empezó: no se hizo ningún simulacro en esta ejecución"),
+    "cierre": ("[respaldo] Los simulacros de {run_id} ({dag_id}) terminaron con el cierre incompleto",
+               "terminó, pero su cierre no pudo borrar todos los restos o enviar todos los avisos"),
+}
