@@ -7,6 +7,7 @@ unique name and is dropped at the end; nothing else there is touched.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -90,6 +91,21 @@ def assert_only_its_own_environment(seen: dict, tool_vars: set[str], secrets: li
 def _system_sql(sql: str) -> None:
     with psycopg.connect(f"{SYSTEM_PG}/postgres", autocommit=True) as conn:
         conn.execute(sql)
+
+
+@contextlib.contextmanager
+def own_register(prefix: str, conn_id: str):
+    """A register database of its own (empty: no schema yet), reachable as the Airflow connection ``conn_id``
+    while the block runs; dropped afterwards. Yields the database's name."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    _system_sql(f'CREATE DATABASE "{name}"')
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(
+                {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres", "schema": name}))
+            yield name
+    finally:
+        _system_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def pytest_configure(config):

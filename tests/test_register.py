@@ -6,12 +6,11 @@ import datetime as dt
 import json
 import subprocess
 import threading
-import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import SYSTEM_PG, write_inventory
+from conftest import SYSTEM_PG, own_register, write_inventory
 
 from respaldo import register
 from respaldo.errors import RegisterError
@@ -21,16 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def fresh_register(monkeypatch):
+def fresh_register():
     """A register database of its own, empty (no schema yet)."""
-    name = f"respaldo_test_reg_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{SYSTEM_PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    monkeypatch.setenv("AIRFLOW_CONN_REGISTRO_NUEVO", json.dumps(
-        {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres", "schema": name}))
-    yield name
-    with psycopg.connect(f"{SYSTEM_PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    with own_register("respaldo_test_reg", "registro_nuevo") as name:
+        yield name
 
 
 def rows(database: str) -> list[dict]:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-import uuid
 
 import psycopg
 import pytest
-from conftest import SYSTEM_PG
+from conftest import SYSTEM_PG, own_register
 
 from respaldo import register
 from respaldo.register import consulta
@@ -44,15 +42,8 @@ def insert_missing(conn_id: str, target: str, slot: dt.datetime, superseded_by: 
 @pytest.fixture(scope="module")
 def database():
     """A register database of its own, reached as the Airflow connection CONN_ID while the module runs."""
-    name = f"respaldo_test_consulta_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{SYSTEM_PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(
-            {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres", "schema": name}))
+    with own_register("respaldo_test_consulta", CONN_ID) as name:
         yield name
-    with psycopg.connect(f"{SYSTEM_PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")

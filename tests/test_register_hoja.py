@@ -9,16 +9,14 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import json
 import re
 import subprocess
-import uuid
 from pathlib import Path
 
 import openpyxl
 import psycopg
 import pytest
-from conftest import SYSTEM_PG, write_inventory
+from conftest import SYSTEM_PG, own_register, write_inventory
 
 from respaldo import cli, register
 from respaldo.register import hoja
@@ -53,15 +51,9 @@ def insert_missing(target: str, slot: dt.datetime, superseded_by: int | None = N
 
 @pytest.fixture(scope="module")
 def database():
-    name = f"respaldo_test_hoja_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{SYSTEM_PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(
-            {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres", "schema": name}))
+    """A register database of its own, reached as the Airflow connection CONN_ID while the module runs."""
+    with own_register("respaldo_test_hoja", CONN_ID) as name:
         yield name
-    with psycopg.connect(f"{SYSTEM_PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")
