@@ -105,7 +105,7 @@ def seg(tmp_path_factory, source_pg, smtp):
         assert stack.password == PASSWORD, "Airflow did not keep the API user's password written for it"
         os.environ.update(AIRFLOW_CONN_REGISTRO_SEGUIMIENTO=register_conn, AIRFLOW_CONN_RESPALDO_AIRFLOW_API=api_conn)
         stack.command([str(VENV_BIN / "respaldo"), "pools"])
-        for dag_id in ("respaldo_diario", "respaldo_seguimiento"):
+        for dag_id in ("respaldo_diario", "respaldo_seguimiento", "respaldo_simulacro"):
             stack.api.wait_for_dag(dag_id)
             stack.api.unpause(dag_id)
         env = stack.env()
