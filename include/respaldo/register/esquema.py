@@ -185,6 +185,27 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         COMMENT ON TABLE {DRILLS} IS 'Simulacros de restauración: qué copia se restauró, cuánto tardó, el veredicto';
         """,
     ),
+    (
+        7,
+        "lifecycle: retention marks deleted copies; the copy on the external medium and its check",
+        f"""
+        ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS deleted_at timestamptz;
+        ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS deletion_reason text;
+        ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS external_uri text;
+        ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS external_sha256 text;
+        ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS external_verified_at timestamptz;
+        ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS external_status text
+            CHECK (external_status IN ('pending', 'success', 'failed', 'deleted'));
+        ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS external_error text;
+        ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS external_deleted_at timestamptz;
+        COMMENT ON COLUMN {TABLE}.deleted_at IS 'Cuándo la retención borró el archivo (la fila nunca se borra)';
+        COMMENT ON COLUMN {TABLE}.deletion_reason IS 'Por qué la retención borró el archivo';
+        COMMENT ON COLUMN {TABLE}.external_uri IS 'Dónde quedó la copia en el medio externo';
+        COMMENT ON COLUMN {TABLE}.external_status IS 'Copia en el medio externo: pending, success, failed, deleted';
+        CREATE INDEX IF NOT EXISTS control_backup_kept ON {TABLE} (target, backup_at DESC)
+            WHERE status = 'success' AND deleted_at IS NULL;
+        """,
+    ),
 ]
 
 
