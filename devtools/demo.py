@@ -33,6 +33,8 @@ DEMO = ROOT / ".demo"
 PORT = 8080
 ROWS = 50_000
 DAGS = ["respaldo_diario", "respaldo_financiero", "respaldo_servidores_virtuales"]
+#: Run once the copies exist: the restore drills, then the follow-up that watches everything.
+AFTER = ["respaldo_simulacro", "respaldo_seguimiento"]
 
 INVENTORY = """\
 # Inventario de la demostración (paso 1 del procedimiento): qué se respalda, cada cuánto y dónde.
@@ -43,6 +45,8 @@ storage:
   root: {root}
 register:
   conn_id: respaldo_registro
+drills:
+  conn_id: pg_simulacros           # donde los simulacros restauran, a modo de prueba, las bases
 alerts:
   smtp_conn_id: smtp_demo
   email: [sistemas@example.gov.co]
@@ -116,7 +120,8 @@ class Demo:
 
         say("Iniciando PostgreSQL de la demostración...")
         self.pg = PostgresServer(password=secrets.token_urlsafe(18)).start()
-        passwords = {role: secrets.token_urlsafe(18) for role in ("airflow", "registrador", "respaldo_lector")}
+        passwords = {role: secrets.token_urlsafe(18) for role in ("airflow", "registrador", "respaldo_lector",
+                                                                       "simulador")}
         self.pg.psql(f"CREATE ROLE airflow LOGIN PASSWORD '{passwords['airflow']}'")
         self.pg.psql("CREATE DATABASE airflow OWNER airflow")
         self.pg.psql(f"CREATE ROLE registrador LOGIN PASSWORD '{passwords['registrador']}'")
@@ -125,6 +130,9 @@ class Demo:
         self.pg.psql("CREATE DATABASE sistema_informacion")
         # The backup role gets the least it needs: log in and read every table (pg_read_all_data).
         self.pg.create_backup_role("respaldo_lector", passwords["respaldo_lector"])
+        # The restore drills restore into scratch databases this role creates and drops (in production a server
+        # of their own; the demo has only one).
+        self.pg.psql(f"CREATE ROLE simulador LOGIN CREATEDB PASSWORD '{passwords['simulador']}'")
         loader = threading.Thread(target=self._load_data, daemon=True)
         loader.start()
 
@@ -144,22 +152,35 @@ class Demo:
             "AIRFLOW_CONN_PG_SISTEMAS": postgres_conn(self.pg, "respaldo_lector", passwords["respaldo_lector"],
                                                       "sistema_informacion"),
             "AIRFLOW_CONN_SMTP_DEMO": self.smtp.connection_json(),
+            "AIRFLOW_CONN_PG_SIMULACROS": postgres_conn(self.pg, "simulador", passwords["simulador"], "postgres"),
         }
-        # What `respaldo registro` needs to read the register, kept out of argv and the console.
+        # The UI login is written before Airflow starts so the follow-up (respaldo_seguimiento and the console's
+        # `respaldo seguimiento`) can ask Airflow's REST API for its health with it.
+        home = DEMO / "airflow"
+        home.mkdir()
+        ui_password = secrets.token_urlsafe(12)
+        (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps({"admin": ui_password}))
+        env["AIRFLOW_CONN_RESPALDO_AIRFLOW_API"] = json.dumps({
+            "conn_type": "http", "host": "127.0.0.1", "port": PORT, "login": "admin", "password": ui_password})
+        # What the console's commands (`respaldo registro`, `seguimiento`, `verificar`, `restaurar`) need, kept
+        # out of argv and the console.
         env_file = DEMO / "registro.env"
         env_file.touch(mode=0o600)
         env_file.write_text("".join(f"{key}='{value}'\n" for key, value in {
-            "AIRFLOW_HOME": str(DEMO / "airflow"),
+            "AIRFLOW_HOME": str(home),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
+            "RESPALDO_INVENTORY": str(inventory),
             "AIRFLOW_CONN_RESPALDO_REGISTRO": register_conn,
+            "AIRFLOW_CONN_SMTP_DEMO": env["AIRFLOW_CONN_SMTP_DEMO"],
+            "AIRFLOW_CONN_RESPALDO_AIRFLOW_API": env["AIRFLOW_CONN_RESPALDO_AIRFLOW_API"],
         }.items()))
 
         say("Iniciando Airflow (migración de la base de metadatos, API, scheduler, procesador de DAG)...")
-        self.stack = AirflowStack(home=DEMO / "airflow", database_url=metadata_url, extra_env=env, port=PORT,
+        self.stack = AirflowStack(home=home, database_url=metadata_url, extra_env=env, port=PORT,
                                   timezone="America/Bogota")  # the inventory's
         self.stack.start(timeout=180)
         self.stack.command([str(VENV_BIN / "respaldo"), "pools"])
-        for dag_id in DAGS:
+        for dag_id in DAGS + AFTER:
             self.stack.api.wait_for_dag(dag_id, timeout=120)
         say(f"Airflow responde en {self.stack.base_url} ({self.elapsed()}).")
 
@@ -176,15 +197,22 @@ class Demo:
         form = {"responsable": "Demostración make demo", "observaciones": "primera copia de la demostración"}
         for dag_id in DAGS:
             self.stack.api.trigger(dag_id, form, logical_date=now)
-        self._wait_for_all_runs()
+        self._wait_for_all_runs(DAGS)
+        # With the copies made: a restore drill of each, then the follow-up, which watches both (unpaused, as
+        # in production, so it does not report them paused).
+        say(f"Simulacro de restauración y seguimiento ({', '.join(AFTER)})...")
+        for dag_id in AFTER:
+            self.stack.api.unpause(dag_id)
+            self.stack.api.wait_for_run(dag_id, self.stack.api.trigger(dag_id, logical_date=None), timeout=300)
+        self._wait_for_all_runs(DAGS + AFTER)
         self._report()
 
-    def _wait_for_all_runs(self, timeout: float = 300) -> None:
-        """Wait until no run of any DAG is pending, the scheduled ones created by unpausing included."""
+    def _wait_for_all_runs(self, dags: list[str], timeout: float = 300) -> None:
+        """Wait until no run of these DAGs is pending, the scheduled ones created by unpausing included."""
         deadline = time.monotonic() + timeout
         quiet = 0
         while quiet < 3:
-            pending = [run["dag_run_id"] for dag_id in DAGS for run in self.stack.api.runs(dag_id)
+            pending = [run["dag_run_id"] for dag_id in dags for run in self.stack.api.runs(dag_id)
                        if run["state"] not in FINISHED]
             quiet = 0 if pending else quiet + 1
             if time.monotonic() > deadline:
@@ -213,7 +241,7 @@ class Demo:
 
         say()
         say("Ejecuciones:")
-        for dag_id in DAGS:
+        for dag_id in DAGS + AFTER:
             for run in self.stack.api.runs(dag_id):
                 kind = {"manual": "manual", "scheduled": "programada"}.get(run["run_type"], run["run_type"])
                 say(f"  {dag_id}: {kind}, {'exitosa' if run['state'] == 'success' else 'FALLIDA'} "
@@ -239,8 +267,8 @@ class Demo:
         say(f"Contraseña:   {self.stack.password}")
         say(f"Inventario:   {DEMO / 'inventory.yaml'}")
         say(f"Respaldos:    {DEMO / 'respaldos'}")
-        say("Por consola:  set -a; . .demo/registro.env; set +a; .venv/bin/respaldo registro .demo/inventory.yaml "
-            "[--pdf hoja.pdf]")
+        say("Por consola:  set -a; . .demo/registro.env; set +a")
+        say("              .venv/bin/respaldo registro [--pdf hoja.pdf]   (también seguimiento, verificar, restaurar)")
         say("Horas:        las páginas de respaldo muestran America/Bogota; la interfaz de Airflow, la zona del "
             "navegador (menú Usuario › Timezone)")
         say(f"Logs:         {DEMO / 'airflow'} (api-server.log, scheduler.log, dag-processor.log, logs/)")
