@@ -170,8 +170,19 @@ def _target_group(dag_id: str, frequency: Frequency, target: TargetBase, setting
         else:
             first = RespaldoStepOperator(step="copia", target=target_dict, settings=settings,
                                          pool=source.pool(target), doc_md=TASK_DOCS["copia"])
-        chain(first, *(RespaldoStepOperator(step=name, target=target_dict, settings=settings, doc_md=TASK_DOCS[name])
-                       for name in tasks.STEPS[1:]))
+        steps = [first, *(RespaldoStepOperator(step=name, target=target_dict, settings=settings, doc_md=TASK_DOCS[name])
+                          for name in tasks.STEPS[1:])]
+        external = target.external or frequency.external
+        if external is not None:  # the second medium: only targets that have one get the task
+            from respaldo.ciclo.externo.operador import DOC, CopiaExternaOperator
+            from respaldo.ciclo.externo.tarea import ExternalFailureCallback
+
+            where = external.describe()
+            steps.append(CopiaExternaOperator(
+                target=target_dict, settings=settings, external=external.model_dump(mode="json"),
+                doc_md=DOC.format(where=where),
+                on_failure_callback=[ExternalFailureCallback(target_dict, settings, where)]))
+        chain(*steps)
     return group
 
 

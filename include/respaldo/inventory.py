@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
+from respaldo.ciclo.externo.config import External
 from respaldo.entrega import ManualTarget
 from respaldo.errors import InventoryError, Problem
 from respaldo.sources import SOURCES, TargetBase
@@ -107,6 +108,13 @@ class Frequency(_Model):
                    "buena más reciente de cada objetivo de esta clase (en la primera ejecución de "
                    "respaldo_simulacro en que le toque; ver `drills.schedule`).", examples=[7])
     ] = 7
+    external: Annotated[
+        External | None,
+        Field(description="Medio externo de los objetivos de esta clase: la tarea `copia_externa` escribe ahí cada "
+                          "copia y verifica su suma. `kind: path` (disco montado con archivo marcador), `sftp` o `s3`; "
+                          "un objetivo puede traer el suyo.",
+              examples=[{"kind": "sftp", "conn_id": "sftp_externo", "path": "/srv/respaldos"}]),
+    ] = None
 
     @field_validator("schedule")
     @classmethod
@@ -305,6 +313,10 @@ class Inventory(InventoryHead):
             "from_email": self.alerts.from_email,
             "dag_id": dag_id,
         }
+
+    def external_of(self, target: TargetBase) -> External | None:
+        """Where ``target``'s copies also go: its own ``external``, else its class's, else nowhere."""
+        return target.external or self.frequencies[target.frequency].external
 
     def drill_settings(self, dag_id: str) -> dict[str, Any]:
         """What every task of ``respaldo_simulacro`` is handed: the task settings plus the drill servers and folder."""
