@@ -98,7 +98,10 @@ class S3Destination(Destination):
                 reason = f"el bucket «{self.config.bucket}» no existe"
             elif code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AuthorizationHeaderMalformed"):
                 reason = "el servidor rechazó la llave de acceso de la conexión (Login/Password)"
-            elif code in ("AccessDenied", "403", "Forbidden"):
+            elif code in ("403", "Forbidden"):  # a HEAD answer has no body to tell a bad key from a refusal
+                reason = ("el servidor rechazó la llave de acceso de la conexión (Login/Password) o no le da permiso "
+                          "sobre el bucket")
+            elif code == "AccessDenied":
                 reason = "acceso denegado: la llave de la conexión no tiene permiso para eso"
             elif code in ("EntityTooLarge", "QuotaExceeded", "XMinioStorageFull", "InsufficientStorage"):
                 reason = "el almacenamiento está lleno o se agotó la cuota"
@@ -134,7 +137,7 @@ class S3Destination(Destination):
         upload = client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256",
                                                 Metadata={"sha256": sha256})
         upload_id = upload["UploadId"]
-        parts, digests = [], []
+        parts, digests, whole = [], [], hashlib.sha256()
         try:
             with open(source, "rb") if source is not None else io.BytesIO(data or b"") as handle:
                 number = 1
@@ -142,6 +145,7 @@ class S3Destination(Destination):
                     block = handle.read(part_bytes)
                     if not block and number > 1:
                         break
+                    whole.update(block)
                     digest = hashlib.sha256(block).digest()
                     answer = client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
                                                 Body=block, ChecksumAlgorithm="SHA256", ChecksumSHA256=_b64(digest))
@@ -150,6 +154,8 @@ class S3Destination(Destination):
                     number += 1
                     if len(block) < part_bytes:
                         break
+            # The bytes sent must be the registered artifact's: else the upload is aborted, never completed.
+            self.refuse_mismatch(f"s3://{bucket}/{key}", sha256, whole.hexdigest())
             client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
                                              MultipartUpload={"Parts": parts})
         except BaseException:

@@ -125,10 +125,10 @@ class SftpDestination(Destination):
         sidecar = final.with_name(final.name + SIDECAR_SUFFIX)
         sidecar_temporary = sidecar.with_name(f".{sidecar.name}.parcial-{uuid.uuid4().hex[:8]}")
         with self._session() as session:
-            # -f: the server fsyncs the file before answering (fsync@openssh.com), so a verified copy is on disk.
-            self._batch(session, [*self._mkdirs(final.parent), f"put -f {self._quoted(artifact)} "
-                                  f"{self._quoted(temporary)}"], f"No se pudo copiar {artifact.name}")
             try:
+                # -f: the server fsyncs the file before answering (fsync@openssh.com): a verified copy is on disk.
+                self._batch(session, [*self._mkdirs(final.parent), f"put -f {self._quoted(artifact)} "
+                                      f"{self._quoted(temporary)}"], f"No se pudo copiar {artifact.name}")
                 self.refuse_mismatch(str(final), sha256, self._remote_sha256(session, temporary))
                 local_sidecar = session.write(f"sidecar-{uuid.uuid4().hex[:8]}", sidecar_text(sha256, final.name),
                                               secret=False)
