@@ -337,9 +337,9 @@ def test_respaldo_check_says_whether_each_external_medium_answers(sshd, s3_serve
                               text=True, env=env)
     out = proc.stdout
     assert proc.returncode == 1, out + proc.stderr
-    assert f"[OK] medio externo de documentos: disco externo {mounted} montado" in out
+    assert f"[OK] medio externo de documentos: el disco externo {mounted} montado" in out
     assert f"[FALLA] medio externo de actas: El disco externo {unmounted} no tiene el archivo marcador" in out
-    assert "[OK] medio externo de contratos: bucket S3 «copias-externas»" in out
+    assert "[OK] medio externo de contratos: el bucket S3 «copias-externas»" in out
     assert "[FALLA] medio externo de nomina:" in out and "rechazó el usuario o la llave/clave" in out
     assert json.dumps(s3_server.secret_key)[1:-1] not in out + proc.stderr
 

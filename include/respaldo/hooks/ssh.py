@@ -60,9 +60,10 @@ class SshSession(ToolSession):
         """argv that runs ``remote`` (a list, quoted here for the remote shell) on the server."""
         return [*self.base_argv, " ".join(shlex.quote(part) for part in remote)]
 
-    def sftp_argv(self, batch: Path | str) -> list[str]:
-        """argv of OpenSSH's ``sftp`` running the commands of the file ``batch`` on the server (same checks)."""
-        return ["sftp", "-F", "/dev/null", *self.options, "-o", f"User={self.user}", "-P", str(self.port),
+    def sftp_argv(self, batch: Path | str, *extra: str) -> list[str]:
+        """argv of OpenSSH's ``sftp`` running the commands of the file ``batch`` on the server (same checks);
+        ``extra``: more sftp options (buffer sizes, cipher preference)."""
+        return ["sftp", "-F", "/dev/null", *self.options, *extra, "-o", f"User={self.user}", "-P", str(self.port),
                 "-b", str(batch), self.host]
 
     def describe(self) -> str:

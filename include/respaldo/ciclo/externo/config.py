@@ -76,7 +76,7 @@ class ExternalPath(_Destination):
         return _plain_path(value, "la carpeta del medio externo")
 
     def describe(self) -> str:
-        return f"disco externo {self.path}"
+        return f"el disco externo {self.path}"
 
 
 class ExternalSftp(_Destination):
@@ -98,7 +98,7 @@ class ExternalSftp(_Destination):
         return _plain_path(value, "la carpeta del servidor SFTP")
 
     def describe(self) -> str:
-        return f"servidor SFTP (conexión «{self.conn_id}») {self.path}"
+        return f"el servidor SFTP de la conexión «{self.conn_id}», carpeta {self.path}"
 
 
 class ExternalS3(_Destination):
@@ -115,7 +115,7 @@ class ExternalS3(_Destination):
                       ] = ""
 
     def describe(self) -> str:
-        return f"bucket S3 «{self.bucket}» (conexión «{self.conn_id}»)"
+        return f"el bucket S3 «{self.bucket}» (conexión «{self.conn_id}»)"
 
 
 External = Annotated[ExternalPath | ExternalSftp | ExternalS3, Field(discriminator="kind")]

@@ -6,7 +6,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-DOC = ("**Medio externo.** Lleva la copia registrada y su suma `.sha256` al medio externo ({where}), con un nombre "
+DOC = ("**Medio externo.** Lleva la copia registrada y su suma `.sha256` al medio externo: {where}, con un nombre "
        "temporal hasta comprobar allí su suma SHA-256; después le da el nombre final y lo anota en la fila del "
        "FT-GTI-004 (`external_status`, `external_uri`, `external_sha256`, `external_verified_at`). Si falla, la "
        "fila dice por qué, llega un correo y la copia local queda intacta (el respaldo sigue exitoso).")

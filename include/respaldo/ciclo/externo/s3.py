@@ -2,8 +2,9 @@
 
 Why boto3 and not the amazon provider's S3Hook: the provider adds some 30 packages (aiohttp, lxml,
 redshift-connector, pyathena, sagemaker-studio...) for what is here a handful of calls. The connection
-is read the way that provider reads an ``aws`` connection (*Login* = access key id, *Password* = secret
-access key, *Extra* ``endpoint_url`` and ``region_name``), so a later switch to S3Hook keeps it.
+is read (in :mod:`respaldo.hooks.s3`) the way that provider reads an ``aws`` connection (*Login* =
+access key id, *Password* = secret access key, *Extra* ``endpoint_url`` and ``region_name``), so a later
+switch to S3Hook keeps it.
 
 Every object goes up as a multipart upload: it becomes visible only when the upload completes, so a
 partial copy never carries the final name (a failed upload is aborted). Each part carries its SHA-256;
@@ -56,33 +57,15 @@ class S3Destination(Destination):
         return self._client
 
     def _connect(self) -> Any:
-        import boto3
-        from airflow.sdk import BaseHook
-        from botocore.config import Config
+        from respaldo.errors import RespaldoError
+        from respaldo.hooks.s3 import s3_session
 
-        from respaldo.hooks.base import connection_problem
-
-        conn_id = self.config.conn_id
         try:
-            conn = BaseHook.get_connection(conn_id)
-        except Exception as err:
-            raise ExternalError(connection_problem(conn_id, err)) from err
-        extra = conn.extra_dejson or {}
-        endpoint = extra.get("endpoint_url") or (f"{conn.schema or 'https'}://{conn.host}" + (
-            f":{conn.port}" if conn.port else "") if conn.host else None)
-        self._where = endpoint or "AWS S3"
-        if not conn.login or not conn.password:
-            raise ExternalError(f"La conexión «{conn_id}» de {self.config.describe()} no trae la llave de acceso: "
-                                "ponga el access key id en Login y la secret access key en Password.")
-        self._secrets = [conn.password]
-        config = Config(connect_timeout=20, read_timeout=120, retries={"max_attempts": 3, "mode": "standard"},
-                        # Checksums are sent explicitly (SHA-256 per part); S3-compatible stores may refuse
-                        # boto3's default CRC headers.
-                        request_checksum_calculation="when_required", response_checksum_validation="when_required",
-                        s3={"addressing_style": extra.get("addressing_style", "path")})
-        return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=conn.login,
-                            aws_secret_access_key=conn.password, region_name=extra.get("region_name") or "us-east-1",
-                            config=config)
+            session = s3_session(self.config.conn_id, self.config.describe())
+        except RespaldoError as err:
+            raise ExternalError(str(err)) from err
+        self._where, self._secrets = session.where, session.secrets
+        return session.client
 
     def _problem(self, err: BaseException, what: str) -> ExternalError:
         from botocore.exceptions import ClientError, EndpointConnectionError
@@ -232,5 +215,5 @@ class S3Destination(Destination):
             self.client.put_object(Bucket=self.config.bucket, Key=probe, Body=b"respaldo\n")
             self.client.delete_object(Bucket=self.config.bucket, Key=probe)
         except Exception as err:
-            raise self._problem(err, "No se puede escribir") from err
+            raise self._problem(err, "No se pudo escribir una prueba") from err
         return f"{self.describe()}: responde, la llave sirve y se puede escribir"

@@ -165,7 +165,7 @@ def handle_failure(target: dict[str, Any], settings: dict[str, Any], where: str,
                          f"<b>{esc(status)}</b>.")
     local = row["artifact_path"] if row else None
     body = "\n".join([
-        f"<p>La copia del respaldo de <b>{esc(target_id)}</b> al medio externo ({esc(where)}) falló.</p>",
+        f"<p>La copia del respaldo de <b>{esc(target_id)}</b> al medio externo, {esc(where)}, falló.</p>",
         f"<p><b>Motivo:</b> {esc(reason)}</p>",
         f"<p><b>Registro:</b> {register_text}</p>",
         "<p><b>La copia local no se tocó</b>" + (f": <code>{esc(local)}</code> sigue completa, con su suma "
