@@ -289,12 +289,16 @@ def test_an_s3_store_that_cannot_be_used_is_named_with_the_reason(s3_server, tmp
 
 
 @pytest.mark.parametrize(("external", "expected"), [
-    ({"kind": "ftp", "path": "/mnt/x"}, "targets[0].external"),
+    ({"kind": "ftp", "path": "/mnt/x"}, "targets[0].external: valor «ftp» de 'kind' no permitido"),
     ({"kind": "path", "path": "mnt/usb"}, "la carpeta del medio externo debe ser una ruta absoluta, no «mnt/usb»"),
-    ({"kind": "sftp", "path": "/srv/r"}, "targets[0].external.sftp.conn_id: falta el campo obligatorio «conn_id»"),
-    ({"kind": "s3", "conn_id": "s3_x", "bucket": "B_mal"}, "«B_mal»"),
-    ({"kind": "path", "path": "/mnt/usb", "retencion": {"keep_last": 3}}, "clave desconocida «retencion»"),
-], ids=["tipo", "relativa", "sin-conexion", "bucket", "clave"])
+    ({"kind": "sftp", "path": "/srv/r"}, "targets[0].external.conn_id: falta el campo obligatorio «conn_id»"),
+    ({"kind": "s3", "conn_id": "s3_x", "bucket": "B_mal"}, "«B_mal» no es un nombre de bucket válido"),
+    ({"kind": "path", "path": "/mnt/usb", "retencion": {"keep_last": 3}},
+     "targets[0].external.retencion: clave desconocida «retencion». ¿Quiso decir «retention»?"),
+    ({"kind": "s3", "conn_id": "s3_x", "bucket": "respaldos", "prefijo": "x"},
+     "targets[0].external.prefijo: clave desconocida «prefijo». ¿Quiso decir «prefix»?"),
+    ({"path": "/mnt/usb"}, "targets[0].external: falta 'kind', que dice de qué tipo es"),
+], ids=["tipo", "relativa", "sin-conexion", "bucket", "clave", "clave-s3", "sin-tipo"])
 def test_a_bad_external_block_is_an_inventory_error_naming_the_key(tmp_path, external, expected):
     inventory = write_inventory(tmp_path / "inventory.yaml", tmp_path, [
         {"id": "documentos", "kind": "files", "frequency": "diario", "path": "/srv/documentos", "external": external}])

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
-from respaldo.ciclo.externo.config import External
+from respaldo.ciclo.externo.config import EXTERNAL_KINDS, External
 from respaldo.entrega import ManualTarget
 from respaldo.errors import InventoryError, Problem
 from respaldo.sources import SOURCES, TargetBase
@@ -426,6 +426,11 @@ def _message(error: dict[str, Any], target_model: type[BaseModel] | None) -> str
         if pattern == EMAIL:
             return f"«{error['input']}» no es una dirección de correo."
         return f"valor «{error['input']}» con formato no válido."
+    if kind == "union_tag_invalid":
+        return (f"valor «{error['ctx']['tag']}» de {error['ctx']['discriminator']} no permitido; se espera uno de: "
+                f"{error['ctx']['expected_tags']}.")
+    if kind == "union_tag_not_found":
+        return f"falta {error['ctx']['discriminator']}, que dice de qué tipo es (por ejemplo kind: path, sftp o s3)."
     if kind == "literal_error":
         return f"valor «{error['input']}» no permitido; se espera {error['ctx']['expected']}."
     if kind in ("value_error", "assertion_error"):
@@ -452,9 +457,22 @@ def _validation_problems(
     for error in err.errors():
         loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part.startswith("function-")))
         loc = tuple(part for part in loc if part not in ("str", "list[str]", "none", "constrained-str"))
+        # A discriminated union (``external``) puts the chosen tag in the path: drop it, but keep its model.
+        tagged = next((i for i, part in enumerate(loc) if i and loc[i - 1] == "external" and part in EXTERNAL_KINDS),
+                      None)
+        kind_model = EXTERNAL_KINDS[loc[tagged]] if tagged is not None else None
+        if tagged is not None:
+            loc = loc[:tagged] + loc[tagged + 1:]
         error = {**error, "loc": loc}
         full = prefix + loc
-        problems.append(Problem(file, _line_of(tree, full), _where(full), _message(error, target_model)))
+        if kind_model is not None and error["type"] == "extra_forbidden" and len(loc) == tagged + 1:
+            names = list(kind_model.model_fields)
+            field = str(loc[-1])
+            hint = _suggest(field, names) or f" Claves válidas: {', '.join(names)}."
+            message = f"clave desconocida «{field}».{hint}"
+        else:
+            message = _message(error, target_model)
+        problems.append(Problem(file, _line_of(tree, full), _where(full), message))
     return problems
 
 

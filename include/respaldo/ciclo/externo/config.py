@@ -15,6 +15,7 @@ Pure pydantic: the DAG file imports this through the inventory.
 
 from __future__ import annotations
 
+import re
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
@@ -108,14 +109,30 @@ class ExternalS3(_Destination):
     conn_id: Annotated[str, Field(min_length=1, description="Conexión de Airflow (tipo aws o generic): Login = "
                                   "access key id, Password = secret access key, Extra `endpoint_url` y "
                                   "`region_name`.", examples=["s3_externo"])]
-    bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
-                                 description="Bucket (debe existir).", examples=["respaldos-putumayo"])]
-    prefix: Annotated[str, Field(pattern=r"^([A-Za-z0-9._-]+/)*[A-Za-z0-9._-]*$",
-                                 description="Carpeta dentro del bucket, sin «/» inicial.", examples=["gobernacion"])
+    bucket: Annotated[str, Field(description="Bucket (debe existir).", examples=["respaldos-putumayo"])]
+    prefix: Annotated[str, Field(description="Carpeta dentro del bucket, sin «/» inicial.", examples=["gobernacion"])
                       ] = ""
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", value):
+            raise ValueError(f"«{value}» no es un nombre de bucket válido: de 3 a 63 minúsculas, números, puntos o "
+                             "guiones, empezando y terminando en letra o número")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"([A-Za-z0-9._-]+/)*[A-Za-z0-9._-]*", value):
+            raise ValueError(f"«{value}» no sirve como carpeta del bucket: letras, números, «.», «_», «-» y «/» entre "
+                             "carpetas, sin «/» al comienzo")
+        return value
 
     def describe(self) -> str:
         return f"el bucket S3 «{self.bucket}» (conexión «{self.conn_id}»)"
 
 
 External = Annotated[ExternalPath | ExternalSftp | ExternalS3, Field(discriminator="kind")]
+#: The model of each ``external.kind``.
+EXTERNAL_KINDS: dict[str, type[BaseModel]] = {"path": ExternalPath, "sftp": ExternalSftp, "s3": ExternalS3}
