@@ -352,3 +352,26 @@ def test_the_sidecar_text_is_what_sha256sum_writes(tmp_path):
     artifact, sha256 = make_artifact(tmp_path)
     written = subprocess.run(["sha256sum", artifact.name], cwd=artifact.parent, capture_output=True, text=True).stdout
     assert externo_base.sidecar_text(sha256, artifact.name) == written
+
+
+def test_an_sftp_destination_with_a_password_connection_works(sshd, tmp_path):
+    artifact, sha256 = make_artifact(tmp_path / "respaldos")
+    with tmpfs("16m", owner=SSH_TEST_USER) as folder:
+        destination = destination_for({"kind": "sftp", "conn_id": "ssh_clave", "path": str(folder)})
+        placed = destination.put(artifact, RELATIVE, sha256)
+        assert sha256sum_c(folder / RELATIVE).returncode == 0
+        assert destination.sha256(placed.uri) == sha256
+
+
+def test_an_account_that_cannot_run_commands_gets_its_copy_read_back(sshd, tmp_path, monkeypatch):
+    """An SFTP-only account (no remote commands): the sum is computed on what is read back from the server."""
+    from respaldo.ciclo.externo import sftp as externo_sftp
+
+    monkeypatch.setattr(externo_sftp, "HASH_COMMANDS", (("no_existe_este_comando",),))
+    artifact, sha256 = make_artifact(tmp_path / "respaldos")
+    with tmpfs("16m", owner=SSH_TEST_USER) as folder:
+        destination = destination_for({"kind": "sftp", "conn_id": "ssh_pruebas", "path": str(folder)})
+        placed = destination.put(artifact, RELATIVE, sha256)
+        assert destination.sha256(placed.uri) == sha256
+        (folder / RELATIVE).write_bytes(b"alterada")
+        assert destination.sha256(placed.uri) == hashlib.sha256(b"alterada").hexdigest()

@@ -49,6 +49,7 @@ def test_copia_externa_writes_a_verified_copy_and_a_bad_disk_fails_alone(backups
         backups.write([target])
         dag = backups.dag("respaldo_diario")
         assert dag.get_task("documentos.copia_externa").upstream_task_ids == {"documentos.registrar"}
+        assert f"- `documentos`: el disco externo {disk}" in dag.doc_md
 
         run = backups.run("respaldo_diario")
 
