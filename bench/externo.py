@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ if str(ROOT / "include") not in sys.path:
 
 from bench.procs import measure  # noqa: E402
 from bench.sources import _clean_env, _make_big_file  # noqa: E402
+from respaldo.artifacts import sha256_of as _sha256  # noqa: E402
 
 PY = sys.executable
 MB = 1_000_000
@@ -39,14 +39,6 @@ GOAL = 0.80
 RELATIVE = PurePosixPath("diario/bench_externo/2026/11/bench_externo_20261130T120000.tar.zst")
 SECTION_START = "<!-- bench.externo -->"
 SECTION_END = "<!-- /bench.externo -->"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(4 * 1024 * 1024):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _empty(folder: Path) -> None:

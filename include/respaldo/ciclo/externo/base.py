@@ -10,7 +10,6 @@ only when it completes), verifies the checksum at the destination, and only then
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -34,15 +33,6 @@ class Placed:
     sha256: str
     verified_at: dt.datetime
     bytes: int
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a local file, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sidecar_text(sha256: str, name: str) -> str:

@@ -14,7 +14,8 @@ import shutil
 import uuid
 from pathlib import Path, PurePosixPath
 
-from respaldo.ciclo.externo.base import SIDECAR_SUFFIX, Destination, ExternalError, Placed, file_sha256, sidecar_text
+from respaldo.artifacts import sha256_of as file_sha256
+from respaldo.ciclo.externo.base import SIDECAR_SUFFIX, Destination, ExternalError, Placed, sidecar_text
 from respaldo.ciclo.externo.config import ExternalPath
 
 
