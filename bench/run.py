@@ -31,7 +31,7 @@ What it does (3 to 4 minutes on a 2-core machine; everything big it makes is rem
     1 GB database, and ``respaldo restaurar`` of the 1 GB artifact against ``zstd -dc X | pg_restore -d NEW``;
     ``--only simulacro`` runs this section alone (its own cluster and 1 GB database, about 6 minutes) and
     writes its rows into ``bench/RESULTS.md`` under a heading of its own.
-14. The external copy (``bench.externo``): ``copia_externa``'s ``SftpDestination.put`` of a 1 GB artifact to sshd on
+15. The external copy (``bench.externo``): ``copia_externa``'s ``SftpDestination.put`` of a 1 GB artifact to sshd on
     loopback (temporary name, sha256 on the server, renames) against ``sftp -b put``; ``python -m bench.externo
     --write`` runs it alone (about 2 minutes) and writes its own section of ``bench/RESULTS.md``.
 

@@ -30,7 +30,7 @@ log = logging.getLogger("respaldo")
 #: 50 MB/s takes about 6 h; the task's own timeout_hours is the real bound).
 BATCH_TIMEOUT_SECONDS = 24 * 3600
 _SHA = re.compile(r"^([0-9a-f]{64})\s")
-#: Bulk transfer settings (measured in bench/RESULTS.md, section 14): 128 KiB requests, 128 in flight
+#: Bulk transfer settings (measured in bench/RESULTS.md, section 15): 128 KiB requests, 128 in flight
 #: (sftp's defaults: 32 KiB, 64), and OpenSSH's own cipher list with AES-GCM first (hardware AES on
 #: servers; the server still picks from what it offers).
 SFTP_TUNING = ("-B", "131072", "-R", "128", "-o", "Ciphers=aes128-gcm@openssh.com,aes256-gcm@openssh.com,"

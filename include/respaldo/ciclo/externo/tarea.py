@@ -24,7 +24,6 @@ from respaldo.register.esquema import TABLE, connect
 log = logging.getLogger("respaldo")
 
 STEP = "copia_externa"
-STATUS_WORDS = {"pending": "pendiente", "success": "exitosa", "failed": "fallida", "deleted": "borrada"}
 
 
 def destination_for(external: dict[str, Any] | Any) -> Destination:
