@@ -135,3 +135,36 @@ def test_external_retention_deletes_what_the_plan_says_and_records_it(tmp_path, 
     for _, artifact, _ in rows.values():  # local copies are retention's business, never this
         assert artifact.is_file()
     assert hashlib.sha256(rows["vieja"][1].read_bytes()).hexdigest() == by_id[rows["vieja"][0]]["sha256"]
+
+
+def test_a_copia_externa_whose_process_died_is_recorded_and_mailed_by_cierre(tmp_path, smtp, register_rows):
+    """``cierre`` finds copia_externa failed with its row still ``pending`` (no callback ran): it records and mails."""
+    from respaldo import tasks
+    from respaldo.ciclo.externo.operador import CopiaExternaOperator
+
+    target_id = f"muerta_{uuid.uuid4().hex[:6]}"
+    artifact, sha256 = make_artifact(tmp_path, 1024)
+    row_id = _row(target_id, artifact, sha256)
+    tarea.mark_pending("respaldo_registro", row_id, "/mnt/usb/x.tar.zst")
+    [row] = register_rows(id=row_id)
+    settings = {"root": str(tmp_path), "timezone": "America/Bogota", "register_conn_id": "respaldo_registro",
+                "smtp_conn_id": "smtp_pruebas", "alert_emails": ["sistemas@example.gov.co"], "from_email": None,
+                "dag_id": "respaldo_diario"}
+    operator = CopiaExternaOperator(target={"id": target_id}, settings=settings,
+                                    external={"kind": "path", "path": "/mnt/usb"})
+
+    class Marks:  # what the dead try left in XCom (intentos.mark), as Airflow hands it back
+        def xcom_pull(self, task_ids, key):
+            return {"try_number": 2, "started_at": "2026-11-30T10:00:00+00:00"}
+
+    assert tasks._external_unreported(operator, settings, row["run_id"], Marks()) == []
+
+    [row] = register_rows(id=row_id)
+    assert row["status"] == "success" and row["external_status"] == "failed"
+    assert "se detuvo de golpe" in row["external_error"]
+    mail = smtp.wait_for(lambda m: f"copia externa de «{target_id}»" in m["Subject"])
+    assert "el disco externo /mnt/usb" in mail.get_body().get_content()
+    # Run again (the follow-up, a second cierre): already failed, nothing more is sent.
+    count = len(smtp.messages)
+    assert tasks._external_unreported(operator, settings, row["run_id"], Marks()) == []
+    assert len(smtp.messages) == count
