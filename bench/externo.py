@@ -30,7 +30,7 @@ if str(ROOT / "include") not in sys.path:
     sys.path.insert(0, str(ROOT / "include"))
 
 from bench.procs import measure  # noqa: E402
-from bench.sources import _clean_env, _make_big_file  # noqa: E402
+from bench.sources import _clean_env, _make_big_file, bare_sftp  # noqa: E402
 from respaldo.artifacts import sha256_of as _sha256  # noqa: E402
 
 PY = sys.executable
@@ -62,18 +62,7 @@ def run(work: Path, logs: Path, rounds: int, say) -> dict:
         size = _make_big_file(artifact)
         sha256 = _sha256(artifact)
         say(f"sshd on 127.0.0.1:{server.port}; {size / MB:,.0f} MB artifact made in {time.monotonic() - began:.1f} s")
-        key = client / "id"
-        key.write_text(server.private_key)
-        key.chmod(0o600)
-        known = client / "known_hosts"
-        known.write_text(f"[127.0.0.1]:{server.port} {server.host_key}\n")
-        batch = client / "batch"
-        batch.write_text(f"put {artifact} {remote}/sftp.bin\n")
-        sftp = ["sftp", "-q", "-F", "/dev/null", "-b", str(batch), "-i", str(key), "-o", "IdentitiesOnly=yes",
-                "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known}",
-                "-o", "GlobalKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-P", str(server.port),
-                f"{server.user}@127.0.0.1"]
-        env = {**_clean_env(), "HOME": str(client)}
+        sftp, env = bare_sftp(server, client, f"put {artifact} {remote}/sftp.bin\n")
         ours_env = {**_clean_env(), "AIRFLOW_CONN_SSH_BENCH": server.connection_json()}
         external = json.dumps({"kind": "sftp", "conn_id": "ssh_bench", "path": str(remote)})
         measure(sftp, env=env, log_path=logs / "externo-warmup.log")  # untimed: connection and caches warm

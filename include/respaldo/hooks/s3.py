@@ -7,30 +7,12 @@ that is not AWS: MinIO, Ceph, Wasabi...), ``region_name`` and optionally ``addre
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 from respaldo.errors import RespaldoError
-from respaldo.hooks.base import blank, connection_problem
+from respaldo.hooks.base import ClientSession, connection_problem
 
 
-@dataclass
-class S3Session:
-    """A boto3 S3 client for one connection.
-
-    :param conn_id: the Airflow connection it comes from.
-    :param where: the endpoint, as people call it.
-    :param client: boto3's S3 client.
-    :param secrets: what must never reach a person.
-    """
-
-    conn_id: str
-    where: str
-    client: Any
-    secrets: list[str] = field(default_factory=list)
-
-    def blank(self, text: str) -> str:
-        return blank(text, self.secrets)
+class S3Session(ClientSession):
+    """boto3's S3 client for one connection; ``where`` is the endpoint."""
 
 
 def s3_session(conn_id: str, what: str) -> S3Session:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from respaldo.errors import CopyError
-from respaldo.hooks.base import ToolSession, blank, connection_problem, minimal_env, private_dir
+from respaldo.hooks.base import ClientSession, ToolSession, blank, connection_problem, minimal_env, private_dir
 
 CONNECT_TIMEOUT_SECONDS = 20
 #: A dropped connection is noticed after about ServerAliveInterval * ServerAliveCountMax seconds.
@@ -70,23 +70,9 @@ class SshSession(ToolSession):
         return f"{self.user}@{self.host}:{self.port}"
 
 
-@dataclass
-class SftpSession:
-    """An open SFTP client (paramiko's, from the SFTPHook) on a verified server.
-
-    :param conn_id: the Airflow connection it comes from.
-    :param where: ``user@host:port``.
-    :param client: paramiko's ``SFTPClient``.
-    :param secrets: what must never reach a person.
-    """
-
-    conn_id: str
-    where: str
-    client: Any
-    secrets: list[str] = field(default_factory=list)
-
-    def blank(self, text: str) -> str:
-        return blank(text, self.secrets)
+class SftpSession(ClientSession):
+    """An open SFTP client (paramiko's ``SFTPClient``, from the SFTPHook) on a verified server; ``where`` is
+    ``user@host:port``."""
 
 
 def _where(hook: Any) -> str:
