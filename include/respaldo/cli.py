@@ -121,7 +121,8 @@ def _check_external(inventory, report) -> None:
         if external is not None:
             users.setdefault(external, []).append(target.id)
     for external, targets in users.items():
-        label = f"medio externo de {', '.join(targets)}"
+        named = ", ".join(targets[:5]) + (f" y {len(targets) - 5} más" if len(targets) > 5 else "")
+        label = f"medio externo de {named}"
         try:
             report(True, label, destination_for(external).check())
         except Exception as err:  # noqa: BLE001 - reported as a failed check
