@@ -46,7 +46,8 @@ def tmpfs(size: str, owner: str | None = None):
             os.chown(folder, account.pw_uid, account.pw_gid)
         yield folder
     finally:
-        subprocess.run(["umount", str(folder)], check=False)
+        if subprocess.run(["umount", str(folder)], check=False).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(folder)], check=True)  # still busy: detach it now
         folder.rmdir()
 
 
