@@ -31,6 +31,9 @@ What it does (3 to 4 minutes on a 2-core machine; everything big it makes is rem
     1 GB database, and ``respaldo restaurar`` of the 1 GB artifact against ``zstd -dc X | pg_restore -d NEW``;
     ``--only simulacro`` runs this section alone (its own cluster and 1 GB database, about 6 minutes) and
     writes its rows into ``bench/RESULTS.md`` under a heading of its own.
+15. The external copy (``bench.externo``): ``copia_externa``'s ``SftpDestination.put`` of a 1 GB artifact to sshd on
+    loopback (temporary name, sha256 on the server, renames) against ``sftp -b put``; ``python -m bench.externo
+    --write`` runs it alone (about 2 minutes) and writes its own section of ``bench/RESULTS.md``.
 
 Working files live in ``bench/.work/`` (gitignored); the results also go to ``bench/RESULTS.md``.
 ``--rounds N`` takes more rounds on a noisy machine. The subprocesses inherit ``PYTHONPATH``, so
@@ -60,7 +63,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import registro, seguimiento, simulacro, sources  # noqa: E402
+from bench import externo, registro, seguimiento, simulacro, sources  # noqa: E402
 from bench.procs import Measured, measure  # noqa: E402
 from devtools.demo_data import financiero_sql  # noqa: E402
 from devtools.servers import PG_BIN, PostgresServer  # noqa: E402
@@ -543,6 +546,7 @@ def rounds_text(data: dict) -> str:
         sources.rounds_text(data.get("sources") or {}),
         registro.rounds_text(data["registro"]),
         simulacro.rounds_text(data.get("simulacro") or {}),
+        externo.rounds_text(data.get("externo") or {}),
     ])
 
 
@@ -590,6 +594,7 @@ How each number is taken:
 
 {registro.HOW}
 {simulacro.HOW}
+{externo.HOW}
 """
     RESULTS_MD.write_text(text, encoding="utf-8")
 
@@ -776,6 +781,8 @@ def main(argv: list[str] | None = None) -> int:
         data["seguimiento"] = seguimiento.run(run_dir / "seguimiento", bench.logs, say, bench.airflow_env())
         data["registro"] = registro.run(run_dir / "registro", bench.logs, max(args.rounds, 5), say)
         data["simulacro"] = simulacro.run(bench, run_dir / "simulacro", bench.logs, args.rounds, say)
+        (run_dir / "externo").mkdir(parents=True, exist_ok=True)
+        data["externo"] = externo.run(run_dir / "externo", bench.logs, args.rounds, say) if os.geteuid() == 0 else {}
     finally:
         say("cleaning up: throwaway cluster, bench databases, big files")
         cleanup(bench, args.keep)
@@ -785,7 +792,8 @@ def main(argv: list[str] | None = None) -> int:
     data["machine"] = machine()
     (WORK / "results.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
     rows = (build_rows(data) + sources.build_rows(data["sources"]) + seguimiento.build_rows(data["seguimiento"])
-            + registro.build_rows(data["registro"]) + simulacro.build_rows(data["simulacro"]))
+            + registro.build_rows(data["registro"]) + simulacro.build_rows(data["simulacro"])
+            + externo.build_rows(data.get("externo") or {}))
     print()
     print(f"respaldo bench, {data['date']}, {data['machine']['cores']} cores, load {load_before} -> "
           f"{data['load_after']}; 1 GB = {bench.sizes[bench.big_db]['db_bytes'] / MB:,.0f} MB database; "

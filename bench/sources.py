@@ -157,6 +157,23 @@ def _make_big_file(path: Path) -> int:
     return path.stat().st_size
 
 
+def bare_sftp(server, client: Path, commands: str) -> tuple[list[str], dict[str, str]]:
+    """OpenSSH's ``sftp -b`` running ``commands`` on ``server`` with its key and known_hosts in ``client``
+    (``StrictHostKeyChecking=yes``), as a person would run it: the baseline of sections 9 and 15."""
+    key = client / "id"
+    key.write_text(server.private_key)
+    key.chmod(0o600)
+    known = client / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{server.port} {server.host_key}\n")
+    batch = client / "batch"
+    batch.write_text(commands)
+    argv = ["sftp", "-q", "-F", "/dev/null", "-b", str(batch), "-i", str(key), "-o", "IdentitiesOnly=yes",
+            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known}",
+            "-o", "GlobalKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-P", str(server.port),
+            f"{server.user}@127.0.0.1"]
+    return argv, {**_clean_env(), "HOME": str(client)}
+
+
 def bench_ssh(work: Path, logs: Path, rounds: int, say) -> dict:
     from devtools.servers import SshServer
 
@@ -171,21 +188,10 @@ def bench_ssh(work: Path, logs: Path, rounds: int, say) -> dict:
         began = time.monotonic()
         size = _make_big_file(big)
         say(f"sshd on 127.0.0.1:{server.port}; {size / MB:,.0f} MB file made in {time.monotonic() - began:.1f} s")
-        key = client / "id"
-        key.write_text(server.private_key)
-        key.chmod(0o600)
-        known = client / "known_hosts"
-        known.write_text(f"[127.0.0.1]:{server.port} {server.host_key}\n")
         out_dir = work / "ssh"
         out_dir.mkdir(parents=True, exist_ok=True)
         got = out_dir / "sftp.bin"
-        batch = client / "batch"
-        batch.write_text(f"get {big} {got}\n")
-        sftp = ["sftp", "-q", "-F", "/dev/null", "-b", str(batch), "-i", str(key), "-o", "IdentitiesOnly=yes",
-                "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known}",
-                "-o", "GlobalKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-P", str(server.port),
-                f"{server.user}@127.0.0.1"]
-        env = {**_clean_env(), "HOME": str(client)}
+        sftp, env = bare_sftp(server, client, f"get {big} {got}\n")
         target = {"id": "bench_ssh", "kind": "files", "frequency": "diario", "conn_id": "ssh_bench",
                   "path": str(remote), "include": ["datos"], "mechanism": "automatic",
                   "responsible": "Banco de pruebas"}

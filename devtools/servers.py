@@ -456,3 +456,72 @@ def mariadb_server(**kwargs) -> Generator[MariaDBServer, None, None]:
         yield server
     finally:
         server.cleanup()
+
+
+@dataclass
+class S3Server:
+    """moto's S3-compatible server on loopback (server mode: real HTTP, real signatures) with one bucket.
+
+    Authentication is on: the first few unauthenticated calls create an IAM user and its access key
+    (``access_key``, ``secret_key``) and the bucket; every later call must be signed with that key.
+    """
+
+    bucket: str = "copias-externas"
+    port: int = 0
+    access_key: str = ""
+    secret_key: str = ""
+    process: subprocess.Popen | None = None
+    dir: Path | None = None
+
+    #: Calls made before authentication is enforced: create_user, put_user_policy, create_access_key.
+    SETUP_CALLS = 3
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> S3Server:
+        import json
+        import sys
+
+        import boto3
+
+        self.dir = Path(tempfile.mkdtemp(prefix="respaldo-s3-"))
+        self.port = self.port or free_port()
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.dir),
+               "INITIAL_NO_AUTH_ACTION_COUNT": str(self.SETUP_CALLS)}
+        server = Path(sys.executable).with_name("moto_server")
+        with open(self.dir / "moto.log", "wb") as log:
+            self.process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(self.port)], env=env,
+                                            stdout=log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port)
+        anonymous = {"endpoint_url": self.endpoint, "region_name": "us-east-1", "aws_access_key_id": "inicial",
+                     "aws_secret_access_key": "inicial"}
+        iam = boto3.client("iam", **anonymous)
+        iam.create_user(UserName="respaldo")
+        iam.put_user_policy(UserName="respaldo", PolicyName="s3", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="respaldo")["AccessKey"]
+        self.access_key, self.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
+        self.client().create_bucket(Bucket=self.bucket)
+        return self
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key)
+
+    def connection_json(self, *, secret: str | None = None, endpoint: str | None = None) -> str:
+        import json
+
+        return json.dumps({"conn_type": "aws", "login": self.access_key, "password": secret or self.secret_key,
+                           "extra": {"endpoint_url": endpoint or self.endpoint, "region_name": "us-east-1"}})
+
+    def stop(self) -> None:
+        stop_process(self.process, timeout=20)
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)

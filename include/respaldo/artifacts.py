@@ -111,7 +111,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _sha256_of(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(CHUNK):
@@ -157,7 +157,7 @@ def _publish(ready: Path, final: Path, sha256: str, log: logging.Logger) -> None
         _write_new(sidecar_tmp, f"{sha256}  {final.name}\n".encode("ascii"))
         if _link_new(ready, final):
             created.append(final)
-        elif _sha256_of(final) != sha256:
+        elif sha256_of(final) != sha256:
             raise ArtifactError(f"Ya existe otro respaldo con el nombre {final}; no se sobrescribe. Revise la "
                                 "fecha de creación de la copia.")
         else:

@@ -107,7 +107,26 @@ def cmd_check(args: argparse.Namespace) -> int:
             report(True, target.id, _check_target(target))
         except Exception as err:
             report(False, target.id, str(err).strip())
+    _check_external(inventory, report)
     return 1 if failures else 0
+
+
+def _check_external(inventory, report) -> None:
+    """Each distinct external medium once: mounted (marker), reachable, credentials accepted, writable."""
+    from respaldo.ciclo.externo.tarea import destination_for
+
+    users: dict = {}
+    for target in sorted(inventory.targets, key=lambda t: t.id):
+        external = inventory.external_of(target)
+        if external is not None:
+            users.setdefault(external, []).append(target.id)
+    for external, targets in users.items():
+        named = ", ".join(targets[:5]) + (f" y {len(targets) - 5} más" if len(targets) > 5 else "")
+        label = f"medio externo de {named}"
+        try:
+            report(True, label, destination_for(external).check())
+        except Exception as err:  # noqa: BLE001 - reported as a failed check
+            report(False, label, str(err).strip())
 
 
 def _check_drill_server(label: str, conn_id: str) -> str:

@@ -102,6 +102,13 @@ def _doc_md(inventory: Inventory, name: str, frequency: Frequency, targets: list
     if any(t.mechanism == "manual" for t in targets):
         lines.append("- copia manual: `zstd -d ARCHIVO.zst` devuelve el archivo tal como lo entregaron; su nombre "
                      "y fecha originales están en el registro.")
+    externals = [(t.id, (t.external or frequency.external).describe()) for t in targets
+                 if t.external or frequency.external]
+    if externals:
+        lines += ["", "**Medio externo** (tarea `copia_externa`, después de `registrar`: la copia y su `.sha256` "
+                  "se escriben también ahí y se comprueba allí su suma; el resultado queda en la fila del "
+                  "FT-GTI-004):", ""]
+        lines += [f"- `{target_id}`: {where}" for target_id, where in externals]
     lines += [
         "",
         "**Ejecución manual:** *Trigger* con el formulario: objetivos (vacío = todos), responsable y "
@@ -170,8 +177,19 @@ def _target_group(dag_id: str, frequency: Frequency, target: TargetBase, setting
         else:
             first = RespaldoStepOperator(step="copia", target=target_dict, settings=settings,
                                          pool=source.pool(target), doc_md=TASK_DOCS["copia"])
-        chain(first, *(RespaldoStepOperator(step=name, target=target_dict, settings=settings, doc_md=TASK_DOCS[name])
-                       for name in tasks.STEPS[1:]))
+        steps = [first, *(RespaldoStepOperator(step=name, target=target_dict, settings=settings, doc_md=TASK_DOCS[name])
+                          for name in tasks.STEPS[1:])]
+        external = target.external or frequency.external
+        if external is not None:  # the second medium: only targets that have one get the task
+            from respaldo.ciclo.externo.operador import DOC, CopiaExternaOperator
+            from respaldo.ciclo.externo.tarea import ExternalFailureCallback
+
+            where = external.describe()
+            steps.append(CopiaExternaOperator(
+                target=target_dict, settings=settings, external=external.model_dump(mode="json"),
+                doc_md=DOC.format(where=where),
+                on_failure_callback=[ExternalFailureCallback(target_dict, settings, where)]))
+        chain(*steps)
     return group
 
 

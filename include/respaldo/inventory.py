@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
+from respaldo.ciclo.externo.config import EXTERNAL_KINDS, External
 from respaldo.entrega import ManualTarget
 from respaldo.errors import InventoryError, Problem
 from respaldo.sources import SOURCES, TargetBase
@@ -107,6 +108,13 @@ class Frequency(_Model):
                    "buena más reciente de cada objetivo de esta clase (en la primera ejecución de "
                    "respaldo_simulacro en que le toque; ver `drills.schedule`).", examples=[7])
     ] = 7
+    external: Annotated[
+        External | None,
+        Field(description="Medio externo de los objetivos de esta clase: la tarea `copia_externa` escribe ahí cada "
+                          "copia y verifica su suma. `kind: path` (disco montado con archivo marcador), `sftp` o `s3`; "
+                          "un objetivo puede traer el suyo.",
+              examples=[{"kind": "sftp", "conn_id": "sftp_externo", "path": "/srv/respaldos"}]),
+    ] = None
 
     @field_validator("schedule")
     @classmethod
@@ -306,6 +314,10 @@ class Inventory(InventoryHead):
             "dag_id": dag_id,
         }
 
+    def external_of(self, target: TargetBase) -> External | None:
+        """Where ``target``'s copies also go: its own ``external``, else its class's, else nowhere."""
+        return target.external or self.frequencies[target.frequency].external
+
     def drill_settings(self, dag_id: str) -> dict[str, Any]:
         """What every task of ``respaldo_simulacro`` is handed: the task settings plus the drill servers and folder."""
         return {**self.task_settings(dag_id), "conn_id": self.drills.conn_id,
@@ -414,6 +426,11 @@ def _message(error: dict[str, Any], target_model: type[BaseModel] | None) -> str
         if pattern == EMAIL:
             return f"«{error['input']}» no es una dirección de correo."
         return f"valor «{error['input']}» con formato no válido."
+    if kind == "union_tag_invalid":
+        return (f"valor «{error['ctx']['tag']}» de {error['ctx']['discriminator']} no permitido; se espera uno de: "
+                f"{error['ctx']['expected_tags']}.")
+    if kind == "union_tag_not_found":
+        return f"falta {error['ctx']['discriminator']}, que dice de qué tipo es (por ejemplo kind: path, sftp o s3)."
     if kind == "literal_error":
         return f"valor «{error['input']}» no permitido; se espera {error['ctx']['expected']}."
     if kind in ("value_error", "assertion_error"):
@@ -440,9 +457,22 @@ def _validation_problems(
     for error in err.errors():
         loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part.startswith("function-")))
         loc = tuple(part for part in loc if part not in ("str", "list[str]", "none", "constrained-str"))
+        # A discriminated union (``external``) puts the chosen tag in the path: drop it, but keep its model.
+        tagged = next((i for i, part in enumerate(loc) if i and loc[i - 1] == "external" and part in EXTERNAL_KINDS),
+                      None)
+        kind_model = EXTERNAL_KINDS[loc[tagged]] if tagged is not None else None
+        if tagged is not None:
+            loc = loc[:tagged] + loc[tagged + 1:]
         error = {**error, "loc": loc}
         full = prefix + loc
-        problems.append(Problem(file, _line_of(tree, full), _where(full), _message(error, target_model)))
+        if kind_model is not None and error["type"] == "extra_forbidden" and len(loc) == tagged + 1:
+            names = list(kind_model.model_fields)
+            field = str(loc[-1])
+            hint = _suggest(field, names) or f" Claves válidas: {', '.join(names)}."
+            message = f"clave desconocida «{field}».{hint}"
+        else:
+            message = _message(error, target_model)
+        problems.append(Problem(file, _line_of(tree, full), _where(full), message))
     return problems
 
 

@@ -269,6 +269,8 @@ def cierre(settings: dict[str, Any], **context: Any) -> dict[str, Any]:
             continue
         operator = dag.get_task(f"{group_id}.registrar")
         model = _target(operator.target)
+        if states.get(f"{group_id}.copia_externa") == "failed":
+            problems += _external_unreported(dag.get_task(f"{group_id}.copia_externa"), settings, run_id, ti)
         failed = [step for step in STEPS if states.get(f"{group_id}.{step}") == "failed"]
         if not failed:  # a failed target's leftovers are removed (and reported) by fallas.handle
             artifacts.remove_staging(artifacts.staging_dir(settings["root"], model.frequency, model.id, run_id))
@@ -301,3 +303,19 @@ def cierre(settings: dict[str, Any], **context: Any) -> dict[str, Any]:
     if problems:
         raise AirflowException("El cierre de la ejecución no pudo completar: " + "; ".join(problems))
     return {"fallas_sin_aviso_atendidas": handled}
+
+
+def _external_unreported(operator: Any, settings: dict[str, Any], run_id: str, ti: Any) -> list[str]:
+    """A ``copia_externa`` that ended failed but left its row ``pending``: its process died; record and alert it."""
+    from respaldo.ciclo.externo import tarea
+
+    try:
+        row = tarea.row_of(settings["register_conn_id"], operator.target["id"], run_id)
+    except RespaldoError as err:
+        return [f"{operator.target['id']}: {err}"]
+    if row is None or row["external_status"] != "pending":
+        return []  # its failure callback recorded and alerted it
+    where = tarea.destination_for(operator.external).describe()
+    tarea.handle_failure(operator.target, settings, where, run_id, fallas.PROCESS_LOST,
+                         intentos.of(ti, operator.task_id).get("try_number"))
+    return []

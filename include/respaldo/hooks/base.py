@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 #: What a secret becomes in any text that reaches a person.
@@ -107,6 +108,25 @@ class ToolSession:
         if secret:
             self.secrets.append(text)
         return write_private(self.folder / name, text, mode=mode)
+
+
+@dataclass
+class ClientSession:
+    """A library's client (paramiko's SFTP, boto3's S3) opened on one connection.
+
+    :param conn_id: the Airflow connection it comes from.
+    :param where: the server as people call it.
+    :param client: the library's client object.
+    :param secrets: what must never reach a person.
+    """
+
+    conn_id: str
+    where: str
+    client: Any
+    secrets: list[str] = field(default_factory=list)
+
+    def blank(self, text: str) -> str:
+        return blank(text, self.secrets)
 
 
 def connection_problem(conn_id: str, err: BaseException, secrets: Iterable[str | None] = ()) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from respaldo.errors import CopyError
-from respaldo.hooks.base import ToolSession, blank, connection_problem, minimal_env, private_dir
+from respaldo.hooks.base import ClientSession, ToolSession, blank, connection_problem, minimal_env, private_dir
 
 CONNECT_TIMEOUT_SECONDS = 20
 #: A dropped connection is noticed after about ServerAliveInterval * ServerAliveCountMax seconds.
@@ -53,32 +53,26 @@ class SshSession(ToolSession):
     port: int = 22
     user: str = ""
     base_argv: list[str] = field(default_factory=list)
+    #: The ``-o``/``-i`` options of ``base_argv`` (host-key check, key, timeouts), for OpenSSH's sftp too.
+    options: list[str] = field(default_factory=list)
 
     def argv(self, remote: Sequence[str]) -> list[str]:
         """argv that runs ``remote`` (a list, quoted here for the remote shell) on the server."""
         return [*self.base_argv, " ".join(shlex.quote(part) for part in remote)]
 
+    def sftp_argv(self, batch: Path | str, *extra: str) -> list[str]:
+        """argv of OpenSSH's ``sftp`` running the commands of the file ``batch`` on the server (same checks);
+        ``extra``: more sftp options (buffer sizes, cipher preference)."""
+        return ["sftp", "-F", "/dev/null", *self.options, *extra, "-o", f"User={self.user}", "-P", str(self.port),
+                "-b", str(batch), self.host]
+
     def describe(self) -> str:
         return f"{self.user}@{self.host}:{self.port}"
 
 
-@dataclass
-class SftpSession:
-    """An open SFTP client (paramiko's, from the SFTPHook) on a verified server.
-
-    :param conn_id: the Airflow connection it comes from.
-    :param where: ``user@host:port``.
-    :param client: paramiko's ``SFTPClient``.
-    :param secrets: what must never reach a person.
-    """
-
-    conn_id: str
-    where: str
-    client: Any
-    secrets: list[str] = field(default_factory=list)
-
-    def blank(self, text: str) -> str:
-        return blank(text, self.secrets)
+class SftpSession(ClientSession):
+    """An open SFTP client (paramiko's ``SFTPClient``, from the SFTPHook) on a verified server; ``where`` is
+    ``user@host:port``."""
 
 
 def _where(hook: Any) -> str:
@@ -187,7 +181,6 @@ def openssh_session(conn_id: str, *, known_hosts: str | None = None) -> Generato
             "-o", f"ConnectTimeout={hook.conn_timeout or CONNECT_TIMEOUT_SECONDS}",
             "-o", f"ServerAliveInterval={ALIVE_INTERVAL_SECONDS}", "-o", f"ServerAliveCountMax={ALIVE_COUNT_MAX}",
             "-o", "IdentitiesOnly=yes", "-o", "NumberOfPasswordPrompts=1", "-o", "LogLevel=ERROR",
-            "-p", str(port),
         ]
         if hook.host_proxy_cmd:
             argv += ["-o", f"ProxyCommand={hook.host_proxy_cmd}"]
@@ -213,7 +206,8 @@ def openssh_session(conn_id: str, *, known_hosts: str | None = None) -> Generato
                 argv += ["-o", "PreferredAuthentications=publickey,password,keyboard-interactive"]
         else:
             argv += ["-o", "BatchMode=yes"]
-        session.base_argv = [*argv, "-l", user, host, "--"]
+        session.options = argv[5:]
+        session.base_argv = [*argv, "-p", str(port), "-l", user, host, "--"]
         yield session
 
 

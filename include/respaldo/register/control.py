@@ -87,6 +87,12 @@ LABELS: dict[str, str] = {
     "verify_status": "Verificación",
     "verify_error": "Error de verificación",
     "figures": "Cifras al tomar la copia",
+    "external_uri": "Copia externa",
+    "external_sha256": "SHA-256 de la copia externa",
+    "external_verified_at": "Copia externa verificada",
+    "external_status": "Estado de la copia externa",
+    "external_error": "Error de la copia externa",
+    "external_deleted_at": "Copia externa borrada",
 }
 
 #: The words people read for the values the database keeps in English. The database keeps the raw
@@ -96,6 +102,7 @@ WORDS: dict[str, dict[str, str]] = {
     "mechanism": {"automatic": "automático", "manual": "manual"},
     "verify_status": {"intact": "íntegro", "damaged": "dañado"},
     "run_type": {"scheduled": "programada", "manual": "manual", "backfill": "backfill"},
+    "external_status": {"pending": "pendiente", "success": "exitosa", "failed": "fallida", "deleted": "borrada"},
 }
 STATUS_WORDS = WORDS["status"]
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from respaldo.ciclo.externo.config import External
+
 if TYPE_CHECKING:
     from respaldo.integridad import Verification
 
@@ -64,6 +66,12 @@ class TargetBase(BaseModel):
         Field(pattern=r"^[A-Za-z0-9_.-]{1,250}$",
               description="Pool de Airflow que limita las copias simultáneas contra el mismo servidor. "
               "Por defecto `respaldo_<conn_id>`."),
+    ] = None
+    external: Annotated[
+        External | None,
+        Field(description="Medio externo: también se escribe ahí cada copia (anula el `external` de la clase de "
+                          "frecuencia). `kind`: path, sftp o s3.",
+              examples=[{"kind": "path", "path": "/mnt/respaldo_externo"}]),
     ] = None
 
 

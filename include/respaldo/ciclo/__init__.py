@@ -1,0 +1,1 @@
+"""The lifecycle of the copies: retention, the second medium (:mod:`.externo`), encryption."""
