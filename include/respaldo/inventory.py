@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
+from respaldo.ciclo.politica import Retention
 from respaldo.entrega import ManualTarget
 from respaldo.errors import InventoryError, Problem
 from respaldo.sources import SOURCES, TargetBase
@@ -107,6 +108,13 @@ class Frequency(_Model):
                    "buena más reciente de cada objetivo de esta clase (en la primera ejecución de "
                    "respaldo_simulacro en que le toque; ver `drills.schedule`).", examples=[7])
     ] = 7
+    retention: Annotated[
+        Retention | None,
+        Field(description="Retención: cuántas copias de cada objetivo de esta clase se conservan; las demás se borran "
+                          "después de una copia exitosa (y con `respaldo retencion --aplicar`). Sin `retention` no "
+                          "se borra nada.", examples=[{"keep_last": 2, "keep_daily": 7, "keep_weekly": 4,
+                                                       "keep_monthly": 12, "min_keep": 3}]),
+    ] = None
 
     @field_validator("schedule")
     @classmethod
@@ -383,13 +391,16 @@ def _suggest(word: str, candidates: list[str]) -> str:
 def _model_for(loc: tuple[Any, ...], target_model: type[BaseModel] | None) -> type[BaseModel] | None:
     """The model whose fields are the valid keys at ``loc`` (for suggesting a misspelled key)."""
     model: Any = target_model or InventoryHead
+    keyed = False  # the part after a dict of models (``frequencies``) is a key of that dict, not a field
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or keyed:
+            keyed = False
             continue
         fields = getattr(model, "model_fields", {})
         if part not in fields:
             return model if isinstance(model, type) else None
         annotation = fields[part].annotation
+        keyed = getattr(annotation, "__origin__", None) is dict
         model = next((a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)
                       and issubclass(a, BaseModel)), annotation)
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from respaldo.ciclo.politica import Retention
+
 if TYPE_CHECKING:
     from respaldo.integridad import Verification
 
@@ -64,6 +66,11 @@ class TargetBase(BaseModel):
         Field(pattern=r"^[A-Za-z0-9_.-]{1,250}$",
               description="Pool de Airflow que limita las copias simultáneas contra el mismo servidor. "
               "Por defecto `respaldo_<conn_id>`."),
+    ] = None
+    retention: Annotated[
+        Retention | None,
+        Field(description="Retención de este objetivo: reemplaza entera la de su clase de frecuencia (ver "
+                          "`frequencies.<clase>.retention`).", examples=[{"keep_daily": 30, "min_keep": 5}]),
     ] = None
 
 

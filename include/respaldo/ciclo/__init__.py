@@ -1,0 +1,10 @@
+"""The lifecycle of the copies: how long they are kept (retention).
+
+- :mod:`.politica`: the inventory's ``retention`` block (per frequency class, overridable per target).
+- :mod:`.retencion`: the planner (a pure function: keep or delete, and why, for every copy of a target)
+  and the step that applies it to the disk and the register (``respaldo retencion``, the DAGs' task
+  ``retencion``).
+
+Nothing here imports the modules above this folder (the inventory, the tasks, the CLI): they hand it
+what it needs.
+"""
