@@ -41,14 +41,14 @@ class RespaldoStepOperator(BaseOperator):
 
 
 class RespaldoRunOperator(BaseOperator):
-    """The run's own tasks: ``preparar`` (before any target) and ``cierre`` (after all of them).
+    """The run's own tasks: ``preparar`` (before any target), ``cierre`` and ``retencion`` (after all of them).
 
-    :param step: ``preparar`` or ``cierre``.
+    :param step: ``preparar``, ``cierre`` or ``retencion``.
     :param settings: storage root, timezone, register and alert settings and DAG id.
     """
 
     ui_color = "#eef3e2"
-    STEPS = ("preparar", "cierre")
+    STEPS = ("preparar", "cierre", "retencion")
 
     def __init__(self, *, step: str, settings: dict[str, Any], **kwargs: Any) -> None:
         if step not in self.STEPS:

@@ -87,6 +87,8 @@ LABELS: dict[str, str] = {
     "verify_status": "Verificación",
     "verify_error": "Error de verificación",
     "figures": "Cifras al tomar la copia",
+    "deleted_at": "Borrada por la retención",
+    "deletion_reason": "Motivo del borrado",
 }
 
 #: The words people read for the values the database keeps in English. The database keeps the raw
@@ -144,7 +146,8 @@ def record(conn_id: str, row: Row) -> Recorded:
     return Recorded(*written)
 
 
-COLUMNS = ["id", *(f.name for f in fields(Row)), "updated_at"]
+#: ``deleted_at`` and ``deletion_reason`` are retention's (:mod:`respaldo.ciclo.retencion`), never written by a copy.
+COLUMNS = ["id", *(f.name for f in fields(Row)), "updated_at", "deleted_at", "deletion_reason"]
 
 
 def get(conn_id: str, target: str, run_id: str) -> dict[str, Any] | None:
