@@ -331,7 +331,7 @@ def test_the_dry_run_says_keep_or_delete_and_why_and_touches_nothing(history):
     assert out.count("\n  borrar ") == 4 and out.count("\n  conservar ") == 2
     assert "la copia buena más reciente; keep_last: una de las 2 más recientes" in out
     assert "ninguna regla de retención la conserva (keep_last 2, min_keep 2)" in out
-    assert "no cuenta: la fila es «failed»" in out
+    assert "la fila es fallida, no una copia exitosa: no cuenta y la retención no la toca" in out
     assert "Fechas en America/Bogota." in out and "2026-11-06 23:00" in out
     assert rows_of(target) == before
     assert all(Path(row["artifact_path"]).is_file() for row in before.values() if row["status"] == "success")
@@ -473,3 +473,90 @@ def test_bad_retention_blocks_are_told_where_they_are(tmp_path):
         in done.stderr
     assert "frequencies.diario.retention: `retention` sin ninguna regla" in done.stderr
     assert "frequencies.semanal.retention.keep_last: valor «0» fuera de rango" in done.stderr
+
+
+# --- the DAG: retention after a success, nothing after a failure, a failed deletion told ------------
+
+
+def test_a_class_with_retention_gets_one_retencion_teardown_after_every_target_and_others_none(tmp_path,
+                                                                                               monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    inventory = write_inventory(tmp_path / "inv.yaml", tmp_path, [
+        {"id": "portal", "kind": "files", "frequency": "diario", "path": "/srv/portal"},
+        {"id": "documentos", "kind": "files", "frequency": "diario", "path": "/srv/documentos"},
+        {"id": "nomina", "kind": "files", "frequency": "financiero", "path": "/srv/nomina",
+         "retention": {"keep_daily": 30}},
+        {"id": "imagen", "kind": "files", "frequency": "servidores_virtuales", "path": "/srv/imagen"},
+    ], {"diario": {"schedule": "0 23 * * *", "retention": {"keep_last": 7, "keep_monthly": 12}},
+        "financiero": {"schedule": "0 13 * * *"}, "servidores_virtuales": {"every_days": 8}})
+    monkeypatch.setenv("RESPALDO_INVENTORY", str(inventory))
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert bag.import_errors == {}
+    diario = bag.get_dag("respaldo_diario")
+    pruning = diario.get_task("retencion")
+    assert pruning.is_teardown and not pruning.on_failure_fail_dagrun and pruning.pool == "default_pool"
+    assert pruning.upstream_task_ids == {"portal.registrar", "documentos.registrar", "preparar"}
+    assert pruning.retention == {"keep_last": 7, "keep_daily": None, "keep_weekly": None, "keep_monthly": 12,
+                                 "keep_yearly": None, "min_keep": 3, "keep_all": False}
+    assert pruning.settings is diario.get_task("preparar").settings  # one settings dict per DAG (parse time)
+    assert "**Retención:** keep_last 7, keep_monthly 12, min_keep 3." in diario.doc_md
+    financiero = bag.get_dag("respaldo_financiero")
+    assert financiero.get_task("retencion").retention is None
+    assert "con la suya propia: `nomina` (keep_daily 30, min_keep 3)" in financiero.doc_md
+    virtuales = bag.get_dag("respaldo_servidores_virtuales")
+    assert "retencion" not in virtuales.task_ids
+    assert "**Retención:** ninguna: no se borra ninguna copia." in virtuales.doc_md
+
+
+def test_the_dag_applies_retention_after_a_success_and_deletes_nothing_after_a_failure(backups, smtp, tmp_path):
+    from test_backup_postgres import states
+
+    target = f"ret_dag_{uuid.uuid4().hex[:8]}"
+    tree = tmp_path / "portal"
+    (tree / "html").mkdir(parents=True)
+    (tree / "html" / "index.html").write_text("<h1>Gobernación</h1>")
+    backups.write([{"id": target, "kind": "files", "frequency": "diario", "path": str(tree)}],
+                  {"diario": {"schedule": "0 23 * * *", "retries": 0,
+                              "retention": {"keep_last": 2, "min_keep": 2}}}, register_conn_id=CONN_ID)
+    ids = seed(backups.root, target, daily(3))
+
+    first = backups.run("respaldo_diario")
+    assert states(first)[f"{target}.registrar"] == "success" and states(first)["retencion"] == "success"
+    assert str(getattr(first.state, "value", first.state)) == "success"
+    rows = rows_of(target)
+    [new] = [row for row in rows.values() if row["run_id"] == first.run_id]
+    assert new["status"] == "success" and Path(new["artifact_path"]).is_file()
+    assert [rows[ids[label]]["deleted_at"] is not None for label in ("d0", "d1", "d2")] == [True, True, False]
+    assert not Path(rows[ids["d0"]]["artifact_path"]).exists() and Path(rows[ids["d2"]]["artifact_path"]).is_file()
+
+    # A failed copy: retention does not run for the target, so nothing is deleted, not even the deletable.
+    older = seed(backups.root, target, [H("vieja", "2026-10-01 23:00")])
+    (tree / "html" / "index.html").unlink()
+    tree.joinpath("html").rmdir()
+    tree.rmdir()
+    second = backups.run("respaldo_diario")
+    assert states(second)[f"{target}.copia"] == "failed" and states(second)["retencion"] == "success"
+    assert str(getattr(second.state, "value", second.state)) == "failed"
+    rows = rows_of(target)
+    assert rows[older["vieja"]]["deleted_at"] is None and Path(rows[older["vieja"]]["artifact_path"]).is_file()
+    assert rows[ids["d2"]]["deleted_at"] is None
+
+    # A copy retention cannot remove: the task fails and mails; the run keeps its copies' result.
+    (tree / "html").mkdir(parents=True)
+    (tree / "html" / "index.html").write_text("<h1>Gobernación</h1>")
+    stuck = Path(rows[older["vieja"]]["artifact_path"])
+    subprocess.run(["chattr", "+i", str(stuck)], check=True)
+    try:
+        third = backups.run("respaldo_diario")
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck)], check=True)
+    assert states(third)[f"{target}.registrar"] == "success" and states(third)["retencion"] == "failed"
+    assert str(getattr(third.state, "value", third.state)) == "success"
+    rows = rows_of(target)
+    assert stuck.is_file() and rows[older["vieja"]]["deleted_at"] is None
+    assert rows[older["vieja"]]["deletion_reason"].startswith("No se pudo borrar")
+    assert rows[ids["d2"]]["deleted_at"] is not None  # the rest of the plan was carried out
+    mail = smtp.wait_for(lambda m: "La retención" in m["Subject"] and third.run_id in m["Subject"])
+    body = mail.get_body(("html",)).get_content()
+    assert "ninguna copia que deba conservarse se borró" in body and "no pudo borrar" in body.lower()

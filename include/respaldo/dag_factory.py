@@ -242,7 +242,7 @@ def build_dag(inventory: Inventory, name: str):
             # A teardown too: it runs once the copies are done, and its failure (alerted) never turns the
             # run, whose result is the copies', into a failed one.
             retention = frequency.retention.model_dump() if frequency.retention else None
-            pruning = RespaldoRunOperator(step="retencion", settings={**settings, "retention": retention},
+            pruning = RespaldoRunOperator(step="retencion", settings=settings, retention=retention,
                                           doc_md=TASK_DOCS["retencion"], on_failure_callback=[RunCallback(settings)])
             groups >> pruning
             pruning.as_teardown(setups=opening)

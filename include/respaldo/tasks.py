@@ -303,7 +303,7 @@ def cierre(settings: dict[str, Any], **context: Any) -> dict[str, Any]:
     return {"fallas_sin_aviso_atendidas": handled}
 
 
-def retencion(settings: dict[str, Any], **context: Any) -> dict[str, Any]:
+def retencion(settings: dict[str, Any], retention: dict[str, Any] | None, **context: Any) -> dict[str, Any]:
     """After the copies: retention for each target whose copy of this run is recorded ``success``.
 
     A target whose copy failed, was skipped or never got its row is left alone: a run of failures deletes
@@ -318,7 +318,7 @@ def retencion(settings: dict[str, Any], **context: Any) -> dict[str, Any]:
     from respaldo.ciclo.politica import Retention
 
     dag, run_id = context["dag"], context["run_id"]
-    class_policy = Retention.model_validate(settings["retention"]) if settings.get("retention") else None
+    class_policy = Retention.model_validate(retention) if retention else None
     models = [_target(dag.get_task(f"{group_id}.registrar").target) for group_id in formulario.targets_of(dag)
               if formulario.selected(group_id, context)]
     objetivos = [o for o in (ciclo.objetivo_de(m, class_policy) for m in models) if o.policy is not None]

@@ -102,14 +102,16 @@ def objetivo_de(target: Any, class_policy: Retention | None) -> Objetivo:
 
 def not_counted(copia: Copia) -> str | None:
     """Why a copy does not count for retention (and is never touched by it), or None for a good copy."""
+    untouched = "no cuenta y la retención no la toca"
     if copia.status != "success":
-        return f"no cuenta: la fila es «{copia.status}», no una copia exitosa; la retención no la toca"
+        status = {"failed": "fallida", "missing": "faltante"}.get(copia.status, copia.status)
+        return f"la fila es {status}, no una copia exitosa: {untouched}"
     if copia.backup_at is None:
-        return "no cuenta: no tiene fecha de creación; la retención no la toca"
+        return f"no tiene fecha de creación: {untouched}"
     if not copia.on_disk:
-        return "no cuenta: el archivo ya no está en el disco; la retención no la toca"
+        return f"el archivo ya no está en el disco: {untouched}"
     if copia.verify_status == "damaged":
-        return "no cuenta: la relectura la encontró dañada; la retención no la toca (revísela y bórrela a mano)"
+        return f"la relectura la encontró dañada: {untouched} (revísela y bórrela a mano)"
     return None
 
 
