@@ -29,8 +29,8 @@ import os
 import zoneinfo
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from respaldo.ciclo.politica import RULES, Retention
 
@@ -51,9 +51,9 @@ NOT_DELETED = "No se pudo borrar"
 _LOCK_KEY = 0x72657465  # "rete"
 
 
-@dataclass(frozen=True)
-class Copia:
-    """A register row that still has an artifact: what retention needs to know of it."""
+class Copia(NamedTuple):
+    """A register row that still has an artifact: what retention needs to know of it (a tuple: tens of thousands
+    are made per run)."""
 
     id: int
     backup_at: dt.datetime | None
@@ -65,8 +65,7 @@ class Copia:
     deletion_reason: str | None = None
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """What retention does with one copy, and why (Spanish, for people and for ``deletion_reason``)."""
 
     copia: Copia
@@ -136,10 +135,6 @@ def _period_words(rule: str, period: tuple[int, ...]) -> str:
     return "del año {:04d}".format(*period)
 
 
-def _key(copia: Copia) -> tuple[dt.datetime, int]:
-    return (copia.backup_at, copia.id)
-
-
 def plan(copies: Iterable[Copia], policy: Retention | None, *, zone: zoneinfo.ZoneInfo | str = "America/Bogota",
          protected: dict[int, str] | None = None, external: bool = False) -> list[Decision]:
     """Keep or delete, and why, for every copy of one target; newest first.
@@ -203,31 +198,34 @@ def plan(copies: Iterable[Copia], policy: Retention | None, *, zone: zoneinfo.Zo
 
 def _apply_rules(goods: list[Copia], policy: Retention, zone: zoneinfo.ZoneInfo,
                  reasons: dict[int, list[str]]) -> None:
-    """The keep_* rules in order, each over the good copies older than every copy kept before it."""
-    boundary: tuple[dt.datetime, int] | None = None
+    """The keep_* rules in order, each over the good copies older than every copy kept before it.
+
+    ``goods`` is newest first, so "older than every copy kept so far" is the tail after the oldest one kept.
+    """
+    start = 0
     for rule, _period_name in RULES:
         count = getattr(policy, rule)
         if count is None:
             continue
-        candidates = [c for c in goods if boundary is None or _key(c) < boundary]
-        chosen: list[tuple[Copia, str]] = []
+        chosen: list[int] = []
         if rule == "keep_last":
-            chosen = [(c, f"keep_last: una de las {count} más recientes") for c in candidates[:count]]
+            chosen = list(range(start, min(start + count, len(goods))))
+            for index in chosen:
+                reasons[goods[index].id].append(f"keep_last: una de las {count} más recientes")
         else:
             seen: set[tuple[int, ...]] = set()
-            for copia in candidates:
-                if len(seen) == count:
-                    break
+            for index in range(start, len(goods)):
+                copia = goods[index]
                 period = _period(rule, copia.backup_at.astimezone(zone))
                 if period not in seen:
                     seen.add(period)
-                    chosen.append((copia, f"{rule}: la más reciente {_period_words(rule, period)} "
-                                          f"({len(seen)} de {count})"))
-        for copia, why in chosen:
-            reasons[copia.id].append(why)
+                    chosen.append(index)
+                    reasons[copia.id].append(f"{rule}: la más reciente {_period_words(rule, period)} "
+                                             f"({len(seen)} de {count})")
+                    if len(seen) == count:
+                        break
         if chosen:
-            oldest = min(_key(c) for c, _ in chosen)
-            boundary = oldest if boundary is None else min(boundary, oldest)
+            start = max(start, chosen[-1] + 1)
 
 
 # --- the register and the disk --------------------------------------------------------------------
@@ -255,14 +253,35 @@ def _load(cur, ids: list[str]) -> tuple[dict[str, list[Copia]], dict[str, int]]:
     from respaldo.register import TABLE
 
     cur.execute(f"SELECT {', '.join(_FIELDS)} FROM {TABLE} WHERE target = ANY(%s) AND artifact_path IS NOT NULL "
-                "AND deleted_at IS NULL", (ids,))
+                "AND deleted_at IS NULL ORDER BY backup_at DESC NULLS LAST, id DESC", (ids,))
     copies: dict[str, list[Copia]] = {target: [] for target in ids}
+    present = _Present()
     for row_id, target, backup_at, status, path, verify_status, external_status, reason in cur.fetchall():
-        on_disk = status == "success" and os.path.isfile(path)
+        on_disk = status == "success" and present(path)
         copies[target].append(Copia(row_id, backup_at, status, path, on_disk, verify_status, external_status, reason))
     cur.execute(f"SELECT target, count(*) FROM {TABLE} WHERE target = ANY(%s) AND deleted_at IS NOT NULL "
                 "GROUP BY target", (ids,))
     return copies, dict(cur.fetchall())
+
+
+class _Present:
+    """Whether a file exists, from one listing of its folder (a month of a target's copies) instead of a stat per
+    file: tens of thousands of copies sit in a few hundred folders."""
+
+    def __init__(self) -> None:
+        self.folders: dict[str, frozenset[str]] = {}
+
+    def __call__(self, path: str) -> bool:
+        folder, name = os.path.split(path)
+        names = self.folders.get(folder)
+        if names is None:
+            try:
+                with os.scandir(folder) as entries:
+                    names = frozenset(e.name for e in entries if e.is_file())
+            except OSError:
+                names = frozenset()
+            self.folders[folder] = names
+        return name in names
 
 
 def _protected(cur, ids: list[str]) -> dict[str, dict[int, str]]:
@@ -350,7 +369,7 @@ def _carry_out(conn, table: str, decision: Decision) -> Decision:
             cur.execute(f"UPDATE {table} SET deleted_at = now(), updated_at = now() WHERE id = %s "
                         "AND deleted_at IS NULL", (copia.id,))
         conn.commit()
-        return replace(decision, action=DELETED, reason=copia.deletion_reason or decision.reason)
+        return decision._replace(action=DELETED, reason=copia.deletion_reason or decision.reason)
     if decision.action == KEEP and (copia.deletion_reason or "").startswith(INTENT):
         # An earlier retention began deleting it and was stopped before the file went; today it is kept.
         with conn.cursor() as cur:
@@ -390,7 +409,7 @@ def _delete(conn, table: str, decision: Decision) -> Decision:
             cur.execute(f"UPDATE {table} SET deletion_reason = %s, updated_at = now() WHERE id = %s", (note, copia.id))
         conn.commit()
         log.error("Retención: no se pudo borrar %s (fila %s): %s", artifact, copia.id, err)
-        return replace(decision, action=FAILED, reason=note)
+        return decision._replace(action=FAILED, reason=note)
     leftover = None
     try:
         os.unlink(sidecar)
@@ -406,8 +425,8 @@ def _delete(conn, table: str, decision: Decision) -> Decision:
     _remove_empty_dirs(os.path.dirname(artifact))
     log.info("Retención: borrada %s (fila %s): %s", artifact, copia.id, decision.reason)
     if leftover:
-        return replace(decision, action=FAILED, reason=f"se borró la copia, pero {leftover}")
-    return replace(decision, action=DELETED)
+        return decision._replace(action=FAILED, reason=f"se borró la copia, pero {leftover}")
+    return decision._replace(action=DELETED)
 
 
 def _remove_empty_dirs(folder: str) -> None:
@@ -426,7 +445,10 @@ def _remove_empty_dirs(folder: str) -> None:
 
 
 def _when(value: dt.datetime | None, zone: zoneinfo.ZoneInfo) -> str:
-    return value.astimezone(zone).strftime("%Y-%m-%d %H:%M") if value else "sin fecha"
+    if value is None:
+        return "sin fecha"
+    value = value.astimezone(zone)  # formatted by hand: strftime is the slowest part of a 50,000-line report
+    return f"{value.year:04d}-{value.month:02d}-{value.day:02d} {value.hour:02d}:{value.minute:02d}"
 
 
 def text(plans: list[PlanObjetivo], zone: zoneinfo.ZoneInfo, *, applied: bool) -> str:
