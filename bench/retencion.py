@@ -160,6 +160,13 @@ def sql_alone(database: str) -> float:
     return statistics.median(timings)
 
 
+#: What every command that reads the register pays before its own work: the interpreter, the imports, and the
+#: first connection (Airflow's settings and connection lookup, the schema check).
+BASELINE = ("import respaldo.cli, respaldo.ciclo.retencion\n"
+            "from respaldo.register import connect\n"
+            "with connect('respaldo_registro'):\n    pass\n")
+
+
 def run(work: Path, logs: Path, rounds: int, say) -> dict:
     """Fill a throwaway register, then time the dry run (helper process) and the whole command, interleaved."""
     work.mkdir(parents=True, exist_ok=True)
@@ -190,8 +197,7 @@ def run(work: Path, logs: Path, rounds: int, say) -> dict:
                                    env=env, cwd=ROOT, stdout=report, stderr=log, check=True)
                 cli_wall = time.perf_counter() - began
                 began = time.perf_counter()
-                subprocess.run([sys.executable, "-c", "import respaldo.cli, respaldo.ciclo.retencion, "
-                                "airflow.providers.postgres.hooks.postgres"], env=env, cwd=ROOT, check=True)
+                subprocess.run([sys.executable, "-c", BASELINE], env=env, cwd=ROOT, check=True)
                 import_wall = time.perf_counter() - began
                 result = {**json.loads(out.read_text()), "helper_wall_s": helper_wall, "cli_wall_s": cli_wall,
                           "import_wall_s": import_wall}
@@ -221,7 +227,8 @@ def build_rows(data: dict) -> list[list[str]]:
          f"register query alone: {data['sql_ms']:.0f} ms", "", f"< {GOAL_S:.0f} s",
          "PASS" if work < GOAL_S else "MISS"],
         ["14", "  the whole command as typed (interpreter, Airflow's imports, output to a file)", f"{cli:.2f} s",
-         f"python + the same imports alone: {imports:.2f} s", f"{cli - imports:.2f} s beyond", "", "info"],
+         f"python + the same imports + one register connection: {imports:.2f} s", f"{cli - imports:.2f} s beyond",
+         "", "info"],
     ]
 
 
@@ -240,7 +247,7 @@ def rounds_text(data: dict) -> str:
         + "; CPU s: " + ", ".join(f"{r['first_cpu_s']:.2f}" for r in rounds)
         + "; again in the same process: " + ", ".join(f"{r['again_s']:.2f}" for r in rounds),
         "- respaldo retencion whole command, s: " + ", ".join(f"{r['cli_wall_s']:.2f}" for r in rounds)
-        + "; imports alone: " + ", ".join(f"{r['import_wall_s']:.2f}" for r in rounds),
+        + "; imports and one connection: " + ", ".join(f"{r['import_wall_s']:.2f}" for r in rounds),
     ])
 
 
@@ -249,7 +256,8 @@ HOW = """- 14: `respaldo retencion` (`bench/retencion.py`): a throwaway register
   "Its work" is timed in a fresh helper process after its imports and a first untimed connection: the inventory
   read, the register query, a stat of every artifact, the plan of every target and the report rendered, as the
   command does. "Whole command" is `respaldo retencion INVENTORY > file` from spawn to exit; beside it a process
-  that only imports what the command imports (Python, respaldo, Airflow's PostgresHook)."""
+  that only imports what the command imports and opens one register connection (Airflow's settings and
+  connection lookup, the schema check): the fixed cost of any command that reads the register."""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,8 @@ What it does (3 to 4 minutes on a 2-core machine; everything big it makes is rem
     1 GB database, and ``respaldo restaurar`` of the 1 GB artifact against ``zstd -dc X | pg_restore -d NEW``;
     ``--only simulacro`` runs this section alone (its own cluster and 1 GB database, about 6 minutes) and
     writes its rows into ``bench/RESULTS.md`` under a heading of its own.
+14. Retention (``bench.retencion``, runs alone too: ``python -m bench.retencion --write``): the dry run of
+    ``respaldo retencion`` over a 50,000-row throwaway register, its work after imports and the whole command.
 
 Working files live in ``bench/.work/`` (gitignored); the results also go to ``bench/RESULTS.md``.
 ``--rounds N`` takes more rounds on a noisy machine. The subprocesses inherit ``PYTHONPATH``, so
@@ -60,7 +62,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import registro, seguimiento, simulacro, sources  # noqa: E402
+from bench import registro, retencion, seguimiento, simulacro, sources  # noqa: E402
 from bench.procs import Measured, measure  # noqa: E402
 from devtools.demo_data import financiero_sql  # noqa: E402
 from devtools.servers import PG_BIN, PostgresServer  # noqa: E402
@@ -543,6 +545,7 @@ def rounds_text(data: dict) -> str:
         sources.rounds_text(data.get("sources") or {}),
         registro.rounds_text(data["registro"]),
         simulacro.rounds_text(data.get("simulacro") or {}),
+        retencion.rounds_text(data.get("retencion") or {}),
     ])
 
 
@@ -590,6 +593,7 @@ How each number is taken:
 
 {registro.HOW}
 {simulacro.HOW}
+{retencion.HOW}
 """
     RESULTS_MD.write_text(text, encoding="utf-8")
 
@@ -776,6 +780,7 @@ def main(argv: list[str] | None = None) -> int:
         data["seguimiento"] = seguimiento.run(run_dir / "seguimiento", bench.logs, say, bench.airflow_env())
         data["registro"] = registro.run(run_dir / "registro", bench.logs, max(args.rounds, 5), say)
         data["simulacro"] = simulacro.run(bench, run_dir / "simulacro", bench.logs, args.rounds, say)
+        data["retencion"] = retencion.run(run_dir / "retencion", bench.logs, args.rounds, say)
     finally:
         say("cleaning up: throwaway cluster, bench databases, big files")
         cleanup(bench, args.keep)
@@ -785,7 +790,8 @@ def main(argv: list[str] | None = None) -> int:
     data["machine"] = machine()
     (WORK / "results.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
     rows = (build_rows(data) + sources.build_rows(data["sources"]) + seguimiento.build_rows(data["seguimiento"])
-            + registro.build_rows(data["registro"]) + simulacro.build_rows(data["simulacro"]))
+            + registro.build_rows(data["registro"]) + simulacro.build_rows(data["simulacro"])
+            + retencion.build_rows(data["retencion"]))
     print()
     print(f"respaldo bench, {data['date']}, {data['machine']['cores']} cores, load {load_before} -> "
           f"{data['load_after']}; 1 GB = {bench.sizes[bench.big_db]['db_bytes'] / MB:,.0f} MB database; "

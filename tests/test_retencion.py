@@ -461,6 +461,11 @@ def test_a_deleted_copy_is_refused_by_restaurar_skipped_by_verificar_and_shown_b
     assert text.stdout.count("Borrada por la retención:") == 4
     assert text.stdout.count("Motivo del borrado:") == 4
 
+    from respaldo.register import hoja  # the pages' and the printed sheet's «Observaciones»
+
+    assert hoja.observations(row).startswith("Archivo borrado por la retención: ninguna regla de retención")
+    assert "borrado" not in hoja.observations(rows_of(target)[ids["d5"]])
+
 
 def test_bad_retention_blocks_are_told_where_they_are(tmp_path):
     inventory = write_inventory(tmp_path / "inventario.yaml", tmp_path, [
