@@ -549,6 +549,16 @@ def rounds_text(data: dict) -> str:
     ])
 
 
+def put_section(start: str, end: str, section: str) -> None:
+    """Put a section a bench module wrote alone into RESULTS.md between its markers (replacing the last one)."""
+    text = RESULTS_MD.read_text(encoding="utf-8") if RESULTS_MD.exists() else ""
+    if start in text:
+        text = text[:text.index(start)] + section + text[text.index(end) + len(end) + 1:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    RESULTS_MD.write_text(text, encoding="utf-8")
+
+
 def write_results(data: dict, rows: list[list[str]]) -> None:
     info = data["machine"]
     big, small = data["sizes"][data["big_db"]], data["sizes"][data["small_db"]]

@@ -430,6 +430,21 @@ def test_what_keeps_retention_from_running_exits_2(history, args, message):
     assert done.returncode == 2 and message in done.stderr, done.stderr
 
 
+def test_an_unreachable_register_exits_2_and_says_which_connection(tmp_path, monkeypatch):
+    from devtools.servers import free_port
+
+    monkeypatch.setenv("AIRFLOW_CONN_REGISTRO_CAIDO", json.dumps(
+        {"conn_type": "postgres", "host": "127.0.0.1", "port": free_port(), "login": "postgres", "schema": "x"}))
+    inventory = write_inventory(tmp_path / "inventario.yaml", tmp_path, [
+        {"id": "portal", "kind": "files", "frequency": "diario", "path": "/srv/portal"},
+    ], {"diario": {"schedule": "0 23 * * *", "retention": {"keep_last": 2}}}, register_conn_id="registro_caido")
+    done = respaldo("retencion", str(inventory), "--aplicar", "--json")
+    assert done.returncode == 2
+    assert "No se pudo revisar la retención:\nNo se pudo abrir el registro FT-GTI-004 (conexión «registro_caido»)" \
+        in done.stderr
+    assert json.loads(done.stdout)["codigo"] == 2
+
+
 def test_a_deleted_copy_is_refused_by_restaurar_skipped_by_verificar_and_shown_by_the_register(history, tmp_path):
     target, ids, inventory = history
     assert respaldo("retencion", inventory, "--aplicar").returncode == 0
