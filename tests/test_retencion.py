@@ -485,6 +485,7 @@ def test_a_deleted_copy_is_refused_by_restaurar_skipped_by_verificar_and_shown_b
 def test_bad_retention_blocks_are_told_where_they_are(tmp_path):
     inventory = write_inventory(tmp_path / "inventario.yaml", tmp_path, [
         {"id": "a", "kind": "files", "frequency": "diario", "path": "/srv/a", "retention": {"keep_dayly": 3}},
+        {"id": "retencion", "kind": "files", "frequency": "diario", "path": "/srv/b"},
     ], {"diario": {"schedule": "0 23 * * *", "retention": {"min_keep": 5}},
         "semanal": {"schedule": "0 1 * * 0", "retention": {"keep_last": 0}}})
     done = respaldo("validate", str(inventory))
@@ -493,6 +494,8 @@ def test_bad_retention_blocks_are_told_where_they_are(tmp_path):
         in done.stderr
     assert "frequencies.diario.retention: `retention` sin ninguna regla" in done.stderr
     assert "frequencies.semanal.retention.keep_last: valor «0» fuera de rango" in done.stderr
+    assert "targets[1].id: «retencion» no sirve como id de objetivo: es el nombre de una tarea de cada DAG" \
+        in done.stderr
 
 
 # --- the DAG: retention after a success, nothing after a failure, a failed deletion told ------------
