@@ -253,7 +253,7 @@ def _load(cur, ids: list[str]) -> tuple[dict[str, list[Copia]], dict[str, int]]:
     from respaldo.register import TABLE
 
     cur.execute(f"SELECT {', '.join(_FIELDS)} FROM {TABLE} WHERE target = ANY(%s) AND artifact_path IS NOT NULL "
-                "AND deleted_at IS NULL ORDER BY backup_at DESC NULLS LAST, id DESC", (ids,))
+                "AND deleted_at IS NULL ORDER BY backup_at DESC NULLS LAST, id DESC", (ids,), binary=True)
     copies: dict[str, list[Copia]] = {target: [] for target in ids}
     present = _Present()
     for row_id, target, backup_at, status, path, verify_status, external_status, reason in cur.fetchall():
