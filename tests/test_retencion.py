@@ -440,7 +440,7 @@ def test_an_unreachable_register_exits_2_and_says_which_connection(tmp_path, mon
     ], {"diario": {"schedule": "0 23 * * *", "retention": {"keep_last": 2}}}, register_conn_id="registro_caido")
     done = respaldo("retencion", str(inventory), "--aplicar", "--json")
     assert done.returncode == 2
-    assert "No se pudo revisar la retención:\nNo se pudo abrir el registro FT-GTI-004 (conexión «registro_caido»)" \
+    assert "No se pudo aplicar la retención:\nNo se pudo abrir el registro FT-GTI-004 (conexión «registro_caido»)" \
         in done.stderr
     assert json.loads(done.stdout)["codigo"] == 2
 

@@ -368,7 +368,7 @@ def cmd_retencion(args: argparse.Namespace) -> int:
     except (InventoryError, RespaldoError) as err:  # the inventory or the register: retention could not run
         if args.json:
             print(json.dumps({"codigo": 2, "error": str(err)}, ensure_ascii=False, indent=2), file=out, flush=True)
-        print(f"No se pudo revisar la retención:\n{err}", file=sys.stderr)
+        print(f"No se pudo {'aplicar' if args.aplicar else 'revisar'} la retención:\n{err}", file=sys.stderr)
         return 2
     problems = [problem for found in plans for problem in found.problems]
     if args.json:

@@ -22,6 +22,7 @@ row). A file that cannot be removed leaves its row saying so, and ``deleted_at``
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import logging
@@ -352,10 +353,12 @@ def aplicar(conn_id: str, objetivos: list[Objetivo], zone: zoneinfo.ZoneInfo | s
                 found.problems = [f"fila {d.copia.id} ({d.copia.artifact_path}): {d.reason}"
                                   for d in found.decisions if d.action == FAILED]
                 found.applied = True
-            finally:
-                with conn.cursor() as cur:
-                    cur.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_LOCK_KEY, objetivo.id))
-                conn.commit()
+            finally:  # best effort: a broken connection's session locks go with it
+                with contextlib.suppress(Exception):
+                    conn.rollback()
+                    with conn.cursor() as cur:
+                        cur.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_LOCK_KEY, objetivo.id))
+                    conn.commit()
             done.append(found)
     return done
 
