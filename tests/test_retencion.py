@@ -465,6 +465,11 @@ def test_a_deleted_copy_is_refused_by_restaurar_skipped_by_verificar_and_shown_b
     with register() as conn:
         kept = relectura.chosen(conn, [target], everything=True)
     assert {r["id"] for r in kept} == {ids["d4"], ids["d5"]}
+    # A copy deleted while the re-reading had it in hand is gone on purpose: not «dañado», nothing recorded.
+    stale = {key: row[key] for key in ("id", "target", "mechanism", "artifact_path", "sha256", "original_bytes",
+                                       "backup_at", "verified_at")}
+    assert relectura.read([stale], CONN_ID) == []
+    assert rows_of(target)[ids["d0"]]["verify_status"] is None
     assert registro.newest_good(CONN_ID, [target])[target]["id"] == ids["d5"]
 
     sheet = respaldo("registro", inventory, "--objetivo", target, "--csv")
