@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     with tempfile.TemporaryDirectory(prefix="respaldo-bench-registro-") as work:
         data = run(Path(work), Path(work), args.rounds, say)
-    from bench.run import RESULTS_MD, markdown_table, text_table
+    from bench.run import RESULTS_MD, markdown_table, put_section, text_table
 
     rows = build_rows(data)
     print()
@@ -298,12 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                    f"Run on its own on {when}, {args.rounds} rounds, medians; load average after: {load}. "
                    f"{data_text(data)}\n\n{markdown_table(rows)}\n\nEvery round:\n{rounds_text(data)}\n\n"
                    f"How:\n{HOW}\n{SECTION_END}\n")
-        text = RESULTS_MD.read_text(encoding="utf-8")
-        if SECTION_START in text:
-            text = text[:text.index(SECTION_START)] + section + text[text.index(SECTION_END) + len(SECTION_END) + 1:]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section
-        RESULTS_MD.write_text(text, encoding="utf-8")
+        put_section(SECTION_START, SECTION_END, section)
         print(f"\n(written to {RESULTS_MD.relative_to(ROOT)})")
     return 0
 

@@ -31,6 +31,8 @@ What it does (3 to 4 minutes on a 2-core machine; everything big it makes is rem
     1 GB database, and ``respaldo restaurar`` of the 1 GB artifact against ``zstd -dc X | pg_restore -d NEW``;
     ``--only simulacro`` runs this section alone (its own cluster and 1 GB database, about 6 minutes) and
     writes its rows into ``bench/RESULTS.md`` under a heading of its own.
+14. Retention (``bench.retencion``, runs alone too: ``python -m bench.retencion --write``): the dry run of
+    ``respaldo retencion`` over a 50,000-row throwaway register, its work after imports and the whole command.
 15. The external copy (``bench.externo``): ``copia_externa``'s ``SftpDestination.put`` of a 1 GB artifact to sshd on
     loopback (temporary name, sha256 on the server, renames) against ``sftp -b put``; ``python -m bench.externo
     --write`` runs it alone (about 2 minutes) and writes its own section of ``bench/RESULTS.md``.
@@ -63,7 +65,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import externo, registro, seguimiento, simulacro, sources  # noqa: E402
+from bench import externo, registro, retencion, seguimiento, simulacro, sources  # noqa: E402
 from bench.procs import Measured, measure  # noqa: E402
 from devtools.demo_data import financiero_sql  # noqa: E402
 from devtools.servers import PG_BIN, PostgresServer  # noqa: E402
@@ -546,8 +548,19 @@ def rounds_text(data: dict) -> str:
         sources.rounds_text(data.get("sources") or {}),
         registro.rounds_text(data["registro"]),
         simulacro.rounds_text(data.get("simulacro") or {}),
+        retencion.rounds_text(data.get("retencion") or {}),
         externo.rounds_text(data.get("externo") or {}),
     ])
+
+
+def put_section(start: str, end: str, section: str) -> None:
+    """Put a section a bench module wrote alone into RESULTS.md between its markers (replacing the last one)."""
+    text = RESULTS_MD.read_text(encoding="utf-8") if RESULTS_MD.exists() else ""
+    if start in text:
+        text = text[:text.index(start)] + section + text[text.index(end) + len(end) + 1:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    RESULTS_MD.write_text(text, encoding="utf-8")
 
 
 def write_results(data: dict, rows: list[list[str]]) -> None:
@@ -594,6 +607,7 @@ How each number is taken:
 
 {registro.HOW}
 {simulacro.HOW}
+{retencion.HOW}
 {externo.HOW}
 """
     RESULTS_MD.write_text(text, encoding="utf-8")
@@ -781,6 +795,7 @@ def main(argv: list[str] | None = None) -> int:
         data["seguimiento"] = seguimiento.run(run_dir / "seguimiento", bench.logs, say, bench.airflow_env())
         data["registro"] = registro.run(run_dir / "registro", bench.logs, max(args.rounds, 5), say)
         data["simulacro"] = simulacro.run(bench, run_dir / "simulacro", bench.logs, args.rounds, say)
+        data["retencion"] = retencion.run(run_dir / "retencion", bench.logs, args.rounds, say)
         (run_dir / "externo").mkdir(parents=True, exist_ok=True)
         data["externo"] = externo.run(run_dir / "externo", bench.logs, args.rounds, say) if os.geteuid() == 0 else {}
     finally:
@@ -793,7 +808,8 @@ def main(argv: list[str] | None = None) -> int:
     (WORK / "results.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
     rows = (build_rows(data) + sources.build_rows(data["sources"]) + seguimiento.build_rows(data["seguimiento"])
             + registro.build_rows(data["registro"]) + simulacro.build_rows(data["simulacro"])
-            + externo.build_rows(data.get("externo") or {}))
+            + externo.build_rows(data.get("externo") or {})
+            + retencion.build_rows(data["retencion"]))
     print()
     print(f"respaldo bench, {data['date']}, {data['machine']['cores']} cores, load {load_before} -> "
           f"{data['load_after']}; 1 GB = {bench.sizes[bench.big_db]['db_bytes'] / MB:,.0f} MB database; "

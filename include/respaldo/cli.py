@@ -234,6 +234,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         return str(register.word(key, value))
 
     columns = [c for c in register.SHEET_COLUMNS if c[0] not in ("sha256", "run_id", "logical_date")]
+    columns += [(key, register.LABELS[key]) for key in ("deleted_at", "deletion_reason")]
     drills = _approved_drills(inventory.register.conn_id)
     print(f"FORMATO DE CONTROL DE BACKUP FT-GTI-004 — {inventory.organization}")
     print(f"Fechas en {inventory.timezone}. {len(rows)} registro(s).")
@@ -358,6 +359,48 @@ def cmd_verificar(args: argparse.Namespace) -> int:
     return 1 if damaged else 0
 
 
+def cmd_retencion(args: argparse.Namespace) -> int:
+    """Retention: keep or delete, and why, for every copy; ``--aplicar`` deletes. Exit 0, 1 or 2 (see below)."""
+    import json
+    import zoneinfo
+
+    from respaldo.ciclo import retencion
+
+    out = sys.stdout
+    if args.json:  # stdout carries the JSON alone (see cmd_seguimiento)
+        sys.stdout.flush()
+        out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+        os.dup2(2, 1)
+    try:
+        inventory = _load(args.file)
+        targets = sorted(inventory.targets, key=lambda t: t.id)
+        if args.objetivo:
+            ids = [t.id for t in targets]
+            if args.objetivo not in ids:
+                raise RespaldoError(f"«{args.objetivo}» no es un objetivo del inventario {inventory.path}."
+                                    f"{_close(args.objetivo, ids)}")
+            targets = [t for t in targets if t.id == args.objetivo]
+        objetivos = [retencion.objetivo_de(t, inventory.frequencies[t.frequency].retention,
+                                           inventory.external_of(t) is not None) for t in targets]
+        zone = zoneinfo.ZoneInfo(inventory.timezone)
+        run = retencion.aplicar if args.aplicar else retencion.revisar
+        plans = run(inventory.register.conn_id, objetivos, zone)
+    except (InventoryError, RespaldoError) as err:  # the inventory or the register: retention could not run
+        if args.json:
+            print(json.dumps({"codigo": 2, "error": str(err)}, ensure_ascii=False, indent=2), file=out, flush=True)
+        print(f"No se pudo {'aplicar' if args.aplicar else 'revisar'} la retención:\n{err}", file=sys.stderr)
+        return 2
+    problems = [problem for found in plans for problem in found.problems]
+    if args.json:
+        print(json.dumps(retencion.as_json(plans, zone, applied=args.aplicar), ensure_ascii=False, indent=2),
+              file=out, flush=True)
+    else:
+        print(retencion.text(plans, zone, applied=args.aplicar))
+    for problem in problems:
+        print(f"No se pudo borrar: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
 def _close(word: str, candidates: list[str]) -> str:
     import difflib
 
@@ -453,6 +496,16 @@ def build_parser() -> argparse.ArgumentParser:
     verificar.add_argument("--objetivo", help="solo este objetivo")
     verificar.add_argument("--todo", action="store_true",
                            help="todas las copias guardadas (por defecto, la más reciente de cada objetivo)")
+
+    retencion = add("retencion", cmd_retencion,
+                    "Retención: dice, para cada copia guardada, si se conserva o se borra y por qué (sin borrar "
+                    "nada); con --aplicar borra las que sobran (la fila queda en el registro con la fecha y el "
+                    "motivo). Sale con 0 si todo salió bien, 1 si alguna copia no se pudo borrar, 2 si no se pudo "
+                    "revisar.")
+    retencion.add_argument("--objetivo", help="solo este objetivo")
+    retencion.add_argument("--aplicar", action="store_true",
+                           help="borra de verdad las copias marcadas «borrar» (por defecto solo las muestra)")
+    retencion.add_argument("--json", action="store_true", help="el resultado en JSON, para otros programas")
 
     registro.add_argument("--xlsx", metavar="ARCHIVO", help="escribe la hoja FT-GTI-004 en Excel (por defecto el mes "
                           "en curso; o --mes, o --desde/--hasta)")

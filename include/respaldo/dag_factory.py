@@ -40,6 +40,12 @@ TASK_DOCS = {
                  "`respaldo.control_backup`).",
     "preparar": "**Antes de empezar.** Revisa una sola vez el formulario de la ejecución: si pide un objetivo que "
                 "no existe, la ejecución falla aquí sin tocar nada y avisa. Los objetivos no elegidos se saltan.",
+    "retencion": "**Retención.** Después de las copias: para cada objetivo cuya copia de esta ejecución quedó "
+                 "registrada como exitosa, borra las copias antiguas que su `retention` ya no conserva (el archivo y "
+                 "su `.sha256`; la fila queda en el FT-GTI-004 con la fecha y el motivo). Nunca borra la copia buena "
+                 "más reciente, menos de `min_keep`, la del último simulacro aprobado ni una cuya copia externa no "
+                 "esté verificada. Si la copia falló, no borra nada. Si no puede borrar algo, falla y avisa, sin "
+                 "cambiar el resultado de las copias.",
     "cierre": "**Al terminar.** Comprueba que cada paso fallido de esta ejecución tiene su fila en el FT-GTI-004 y "
               "su correo (una tarea cuyo proceso murió de golpe, por falta de memoria por ejemplo, no alcanza a "
               "registrarse sola), borra lo que quedó a medio copiar y reintenta los avisos que no salieron. No "
@@ -61,6 +67,18 @@ def _schedule(inventory: Inventory, frequency: Frequency):
     from respaldo.timetables import timetable_for
 
     return timetable_for(frequency, inventory.timezone, inventory.start_date)
+
+
+def _retention_doc(frequency: Frequency, targets: list[TargetBase]) -> str:
+    if frequency.retention is None and not any(t.retention for t in targets):
+        return "**Retención:** ninguna: no se borra ninguna copia."
+    own = [f"`{t.id}` ({t.retention.describe()})" for t in targets if t.retention]
+    text = (f"**Retención:** {frequency.retention.describe()}" if frequency.retention
+            else "**Retención:** la clase no tiene (no borra nada)")
+    if own:
+        text += f"; con la suya propia: {', '.join(own)}"
+    return (text + ". La tarea `retencion` la aplica después de cada copia exitosa; `respaldo retencion` muestra qué "
+            "se conserva y qué se borra, y por qué.")
 
 
 def _doc_md(inventory: Inventory, name: str, frequency: Frequency, targets: list[TargetBase]) -> str:
@@ -91,6 +109,8 @@ def _doc_md(inventory: Inventory, name: str, frequency: Frequency, targets: list
         f"**Dónde quedan:** `{inventory.storage.root}/{name}/<objetivo>/<AAAA>/<MM>/"
         "<objetivo>_<AAAAMMDDTHHMMSS>.<ext>.zst`, con la suma `.sha256` al lado. La hora es la fecha de "
         f"creación de la copia en {inventory.timezone}.",
+        "",
+        _retention_doc(frequency, targets),
         "",
         "**Cómo restaurar** (solo herramientas estándar; compruebe antes la suma con "
         "`sha256sum -c ARCHIVO.zst.sha256`):",
@@ -232,9 +252,18 @@ def build_dag(inventory: Inventory, name: str):
                                       retries=0, on_failure_callback=[RunCallback(settings)])
         closing = RespaldoRunOperator(step="cierre", settings=settings, doc_md=TASK_DOCS["cierre"],
                                       on_failure_callback=[RunCallback(settings)])
-        for target in targets:
-            opening >> _target_group(dag_id, frequency, target, settings) >> closing
+        groups = [_target_group(dag_id, frequency, target, settings) for target in targets]
+        for group in groups:
+            opening >> group >> closing
         closing.as_teardown(setups=opening)
+        if any(t.retention is not None or frequency.retention is not None for t in targets):
+            # A teardown too: it runs once the copies are done, and its failure (alerted) never turns the
+            # run, whose result is the copies', into a failed one.
+            retention = frequency.retention.model_dump() if frequency.retention else None
+            pruning = RespaldoRunOperator(step="retencion", settings=settings, retention=retention,
+                                          doc_md=TASK_DOCS["retencion"], on_failure_callback=[RunCallback(settings)])
+            groups >> pruning
+            pruning.as_teardown(setups=opening)
     return dag
 
 

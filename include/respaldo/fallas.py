@@ -292,8 +292,8 @@ class FailureCallback:
 
 
 class RunCallback:
-    """``on_failure_callback`` of a DAG's own tasks (``preparar``, ``cierre``): one alert saying what did not
-    happen. Never raises.
+    """``on_failure_callback`` of a DAG's own tasks (``preparar``, ``cierre``, ``retencion``): one alert saying what
+    did not happen. Never raises.
 
     :param settings: the settings every task of the DAG gets.
     :param texts: per task id, the subject (``{run_id}`` and ``{dag_id}`` filled in) and what happened to
@@ -306,6 +306,10 @@ class RunCallback:
         "cierre": ("[respaldo] El cierre de la ejecución {run_id} de {dag_id} quedó incompleto",
                    "terminó, pero su cierre no pudo registrar o avisar todas las fallas; el seguimiento lo volverá "
                    "a intentar"),
+        "retencion": ("[respaldo] La retención de la ejecución {run_id} de {dag_id} no terminó",
+                      "terminó sus copias, pero la retención (borrar las copias antiguas que ya no se conservan) no "
+                      "pudo hacer todo: las copias de esta ejecución quedan como están y ninguna copia que deba "
+                      "conservarse se borró. `respaldo retencion` muestra qué quedó pendiente"),
     }
 
     def __init__(self, settings: dict[str, Any], texts: dict[str, tuple[str, str]] | None = None):

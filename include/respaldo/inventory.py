@@ -21,6 +21,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
 from respaldo.ciclo.externo.config import EXTERNAL_KINDS, External
+from respaldo.ciclo.politica import Retention
 from respaldo.entrega import ManualTarget
 from respaldo.errors import InventoryError, Problem
 from respaldo.sources import SOURCES, TargetBase
@@ -114,6 +115,13 @@ class Frequency(_Model):
                           "copia y verifica su suma. `kind: path` (disco montado con archivo marcador), `sftp` o `s3`; "
                           "un objetivo puede traer el suyo.",
               examples=[{"kind": "sftp", "conn_id": "sftp_externo", "path": "/srv/respaldos"}]),
+    ] = None
+    retention: Annotated[
+        Retention | None,
+        Field(description="Retención: cuántas copias de cada objetivo de esta clase se conservan; las demás se borran "
+                          "después de una copia exitosa (y con `respaldo retencion --aplicar`). Sin `retention` no "
+                          "se borra nada.", examples=[{"keep_last": 2, "keep_daily": 7, "keep_weekly": 4,
+                                                       "keep_monthly": 12, "min_keep": 3}]),
     ] = None
 
     @field_validator("schedule")
@@ -395,13 +403,16 @@ def _suggest(word: str, candidates: list[str]) -> str:
 def _model_for(loc: tuple[Any, ...], target_model: type[BaseModel] | None) -> type[BaseModel] | None:
     """The model whose fields are the valid keys at ``loc`` (for suggesting a misspelled key)."""
     model: Any = target_model or InventoryHead
+    keyed = False  # the part after a dict of models (``frequencies``) is a key of that dict, not a field
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or keyed:
+            keyed = False
             continue
         fields = getattr(model, "model_fields", {})
         if part not in fields:
             return model if isinstance(model, type) else None
         annotation = fields[part].annotation
+        keyed = getattr(annotation, "__origin__", None) is dict
         model = next((a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)
                       and issubclass(a, BaseModel)), annotation)
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None

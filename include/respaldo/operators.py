@@ -41,21 +41,26 @@ class RespaldoStepOperator(BaseOperator):
 
 
 class RespaldoRunOperator(BaseOperator):
-    """The run's own tasks: ``preparar`` (before any target) and ``cierre`` (after all of them).
+    """The run's own tasks: ``preparar`` (before any target), ``cierre`` and ``retencion`` (after all of them).
 
-    :param step: ``preparar`` or ``cierre``.
+    :param step: ``preparar``, ``cierre`` or ``retencion``.
     :param settings: storage root, timezone, register and alert settings and DAG id.
+    :param retention: ``retencion`` only: the frequency class's ``retention`` block (None: the class has none).
     """
 
     ui_color = "#eef3e2"
-    STEPS = ("preparar", "cierre")
+    STEPS = ("preparar", "cierre", "retencion")
 
-    def __init__(self, *, step: str, settings: dict[str, Any], **kwargs: Any) -> None:
+    def __init__(self, *, step: str, settings: dict[str, Any], retention: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
         if step not in self.STEPS:
             raise ValueError(f"unknown step {step!r}")
         super().__init__(task_id=step, **kwargs)
         self.step = step
         self.settings = settings
+        self.retention = retention
 
     def execute(self, context: Any) -> Any:
+        if self.step == "retencion":
+            return tasks.retencion(self.settings, self.retention, **context)
         return getattr(tasks, self.step)(self.settings, **context)

@@ -319,3 +319,39 @@ def _external_unreported(operator: Any, settings: dict[str, Any], run_id: str, t
     tarea.handle_failure(operator.target, settings, where, run_id, fallas.PROCESS_LOST,
                          intentos.of(ti, operator.task_id).get("try_number"))
     return []
+
+
+def retencion(settings: dict[str, Any], retention: dict[str, Any] | None, **context: Any) -> dict[str, Any]:
+    """After the copies: retention for each target whose copy of this run is recorded ``success``.
+
+    A target whose copy failed, was skipped or never got its row is left alone: a run of failures deletes
+    nothing. A copy that could not be deleted fails this task (its alert says so); the backups of the run
+    keep their own result.
+    """
+    import zoneinfo
+
+    from airflow.sdk.exceptions import AirflowException
+
+    from respaldo.ciclo import retencion as ciclo
+    from respaldo.ciclo.politica import Retention
+
+    dag, run_id = context["dag"], context["run_id"]
+    class_policy = Retention.model_validate(retention) if retention else None
+    models = [_target(dag.get_task(f"{group_id}.registrar").target) for group_id in formulario.targets_of(dag)
+              if formulario.selected(group_id, context)]
+    # A target with an external medium has the task copia_externa (the DAG adds it only then).
+    objetivos = [o for o in (ciclo.objetivo_de(m, class_policy, dag.has_task(f"{m.id}.copia_externa"))
+                             for m in models) if o.policy is not None]
+    succeeded = ciclo.succeeded_in_run(settings["register_conn_id"], [o.id for o in objetivos], run_id)
+    skipped = sorted(o.id for o in objetivos if o.id not in succeeded)
+    if skipped:
+        log.info("Sin retención en esta ejecución (su copia no quedó registrada como exitosa): %s", ", ".join(skipped))
+    zone = zoneinfo.ZoneInfo(settings["timezone"])
+    plans = ciclo.aplicar(settings["register_conn_id"], [o for o in objetivos if o.id in succeeded], zone)
+    log.info("%s", ciclo.text(plans, zone, applied=True))
+    problems = [f"{found.objetivo.id}: {problem}" for found in plans for problem in found.problems]
+    if problems:
+        raise AirflowException("La retención no pudo borrar todo lo que debía: " + "; ".join(problems))
+    deleted = {found.objetivo.id: [d.copia.id for d in found.decisions if d.action == ciclo.DELETED]
+               for found in plans}
+    return {"borradas": {target: rows for target, rows in deleted.items() if rows}, "sin_retencion": skipped}

@@ -23,7 +23,7 @@ from respaldo.register.esquema import ROW_DATE, SCHEMA, TABLE
 PAGE_COLUMNS = ["id", "target", "kind", "frequency", "mechanism", "dag_id", "run_id", "run_type", "logical_date",
                 "backup_at", "finished_at", "status", "step", "artifact_path", "original_bytes", "compressed_bytes",
                 "sha256", "responsible", "notes", "error", "try_number", "original_name", "superseded_by",
-                "verify_status"]
+                "verify_status", "deleted_at", "deletion_reason"]
 
 
 class CursorError(ValueError):

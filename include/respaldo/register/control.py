@@ -93,6 +93,8 @@ LABELS: dict[str, str] = {
     "external_status": "Estado de la copia externa",
     "external_error": "Error de la copia externa",
     "external_deleted_at": "Copia externa borrada",
+    "deleted_at": "Borrada por la retención",
+    "deletion_reason": "Motivo del borrado",
 }
 
 #: The words people read for the values the database keeps in English. The database keeps the raw
@@ -151,7 +153,8 @@ def record(conn_id: str, row: Row) -> Recorded:
     return Recorded(*written)
 
 
-COLUMNS = ["id", *(f.name for f in fields(Row)), "updated_at"]
+#: ``deleted_at`` and ``deletion_reason`` are retention's (:mod:`respaldo.ciclo.retencion`), never written by a copy.
+COLUMNS = ["id", *(f.name for f in fields(Row)), "updated_at", "deleted_at", "deletion_reason"]
 
 
 def get(conn_id: str, target: str, run_id: str) -> dict[str, Any] | None:

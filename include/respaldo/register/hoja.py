@@ -202,12 +202,16 @@ def build(conn, *, organization: str, version: str, timezone: str, period: Perio
 
 
 def observations(row: dict[str, Any]) -> str:
-    """What the «Observaciones» cell says: the person's notes, the delivered file, why it failed."""
+    """What the «Observaciones» cell says: the person's notes, the delivered file, why it failed, why retention
+    deleted its file."""
     parts = [row["notes"]] if row.get("notes") else []
     if row.get("original_name"):
         parts.append(f"Archivo entregado: {row['original_name']}.")
     if row.get("error") and row["status"] != "success":
         parts.append(row["error"])
+    if row.get("deleted_at"):  # retention removed the file; the row stays, and says so
+        parts.append("Archivo borrado por la retención: "
+                     + (row.get("deletion_reason") or "sin motivo registrado").removeprefix("Retención: "))
     text = " ".join(part.strip() for part in parts)
     return text if len(text) <= NOTES_SHOWN else text[:NOTES_SHOWN - 1].rstrip() + "…"
 

@@ -31,8 +31,8 @@ log = logging.getLogger("respaldo")
 
 STATUS_WORD = {"intact": "íntegro", "damaged": "dañado"}
 _FIELDS = ["id", "target", "mechanism", "artifact_path", "sha256", "original_bytes", "backup_at", "verified_at"]
-#: A kept copy: a success whose artifact is on record (retention, when it exists, marks deleted ones).
-_KEPT = "status = 'success' AND artifact_path IS NOT NULL"
+#: A kept copy: a success whose artifact is on record and that retention has not deleted.
+_KEPT = "status = 'success' AND artifact_path IS NOT NULL AND deleted_at IS NULL"
 
 
 @dataclass(frozen=True)
@@ -103,8 +103,12 @@ def read(rows: list[dict[str, Any]], conn_id: str) -> list[Lectura]:
             reason, seconds = checked.reason, checked.seconds
         with connect(conn_id) as conn, conn.cursor() as cur:
             cur.execute(f"UPDATE {TABLE} SET verified_at = now(), verify_status = %s, verify_error = %s "
-                        "WHERE id = %s", (status, reason, row["id"]))
+                        "WHERE id = %s AND deleted_at IS NULL RETURNING id", (status, reason, row["id"]))
+            recorded = cur.fetchone()
             conn.commit()
+        if recorded is None:  # retention deleted it while it was being read: it is gone on purpose, not damaged
+            log.info("Relectura de %s (fila %s): la retención la borró mientras se releía", path, row["id"])
+            continue
         lectura = Lectura(row["id"], row["target"], str(path), row["backup_at"], status, reason, seconds)
         (log.info if lectura.intact else log.error)("Relectura de %s (fila %s): %s%s", path, row["id"],
                                                     STATUS_WORD[status], f": {reason}" if reason else "")

@@ -77,11 +77,13 @@ def settle_interrupted(conn_id: str, drill_id: int, reason: str, scratch_dropped
 
 
 def newest_good(conn_id: str, targets: list[str]) -> dict[str, dict[str, Any]]:
-    """Each target's newest good copy: a success with an artifact, not found damaged when re-verified."""
+    """Each target's newest good copy: a success with an artifact, not found damaged when re-verified, not
+    deleted by retention."""
     with connect(conn_id) as conn, conn.cursor() as cur:
         cur.execute(
             f"SELECT DISTINCT ON (target) {', '.join(COLUMNS)} FROM {TABLE} WHERE target = ANY(%s) "
             "AND status = 'success' AND artifact_path IS NOT NULL AND verify_status IS DISTINCT FROM 'damaged' "
+            "AND deleted_at IS NULL "
             "ORDER BY target, backup_at DESC NULLS LAST, id DESC", (targets,))
         return {row[COLUMNS.index("target")]: dict(zip(COLUMNS, row, strict=True)) for row in cur.fetchall()}
 

@@ -70,6 +70,16 @@ def kind_of_name(path: Path) -> str:
     return {"postgres": "postgres", "mysql": "mysql", "tar": "files"}.get(found, "manual")
 
 
+def _deleted(row: dict[str, Any]) -> str:
+    """Why a copy retention deleted cannot be restored: when, and the reason on its row."""
+    when = row["backup_at"].strftime("%Y-%m-%d %H:%M:%S %Z") if row.get("backup_at") else "?"
+    reason = (row.get("deletion_reason") or "sin motivo registrado").removeprefix("Retención: ")
+    return (f"La copia de la fila {row['id']} («{row['target']}», del {when}) fue borrada por la retención el "
+            f"{row['deleted_at'].strftime('%Y-%m-%d %H:%M:%S %Z')}: {reason} Su fila sigue en el registro, pero el "
+            f"archivo ya no existe. Elija otra copia: `respaldo retencion --objetivo {row['target']}` lista las que "
+            "quedan.")
+
+
 def locate(what: str, register_conn_id: str | None, say: Say = _quiet) -> Copia:
     """The copy ``what`` names: an artifact's path, or the id of its row in the register.
 
@@ -87,12 +97,20 @@ def locate(what: str, register_conn_id: str | None, say: Say = _quiet) -> Copia:
         if row["status"] != "success" or not row.get("artifact_path"):
             raise RestauracionError(f"La fila {what} del registro («{row['target']}») no es una copia exitosa: no hay "
                                     "nada que restaurar.")
+        if row.get("deleted_at"):
+            raise RestauracionError(_deleted(row))
         path = Path(row["artifact_path"])
         if not path.is_file():
             raise RestauracionError(f"La copia de la fila {what} ({path}) ya no está en el disco.")
         return Copia(path, kind_of_row(row), row)
     path = Path(what).expanduser().resolve()
     if not path.is_file():
+        gone = None
+        if register_conn_id:
+            with contextlib.suppress(RespaldoError):
+                gone = registro.copy_row(register_conn_id, artifact_path=str(path))
+        if gone and gone.get("deleted_at"):
+            raise RestauracionError(_deleted(gone))
         raise RestauracionError(f"No existe el archivo {what}.")
     row = None
     if register_conn_id:

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from respaldo.ciclo.externo.config import External
+from respaldo.ciclo.politica import Retention
 
 if TYPE_CHECKING:
     from respaldo.integridad import Verification
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+#: Task ids every backup DAG has beside its targets' groups: a target may not take one as its id.
+RUN_TASKS = ("preparar", "cierre", "retencion")
 
 
 class TargetBase(BaseModel):
@@ -73,6 +76,20 @@ class TargetBase(BaseModel):
                           "frecuencia). `kind`: path, sftp o s3.",
               examples=[{"kind": "path", "path": "/mnt/respaldo_externo"}]),
     ] = None
+
+    retention: Annotated[
+        Retention | None,
+        Field(description="Retención de este objetivo: reemplaza entera la de su clase de frecuencia (ver "
+                          "`frequencies.<clase>.retention`).", examples=[{"keep_daily": 30, "min_keep": 5}]),
+    ] = None
+
+    @field_validator("id")
+    @classmethod
+    def _not_a_run_task(cls, value: str) -> str:
+        if value in RUN_TASKS:
+            raise ValueError(f"«{value}» no sirve como id de objetivo: es el nombre de una tarea de cada DAG de "
+                             f"respaldo ({', '.join(RUN_TASKS)})")
+        return value
 
 
 @dataclass(frozen=True)

@@ -21,26 +21,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from respaldo.ciclo.politica import Retention
+
 #: The marker file a ``path`` destination must hold (created by hand on the mounted disk).
 DEFAULT_MARKER = ".respaldo_medio_externo"
-
-_Count = Annotated[int | None, Field(ge=1, le=100_000)]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ExternalRetention(_Model):
-    """How many external copies of a target are kept; the same keys as the local ``retention``."""
-
-    keep_last: Annotated[_Count, Field(description="Conserva las N copias externas más recientes.")] = None
-    keep_daily: Annotated[_Count, Field(description="La más reciente de cada uno de los N últimos días con copia.")
-                          ] = None
-    keep_weekly: Annotated[_Count, Field(description="Igual, por semanas ISO.")] = None
-    keep_monthly: Annotated[_Count, Field(description="Igual, por meses.")] = None
-    keep_yearly: Annotated[_Count, Field(description="Igual, por años.")] = None
-    min_keep: Annotated[int, Field(ge=1, le=100_000, description="Nunca menos de N copias externas.")] = 3
 
 
 def _plain_path(value: str, what: str) -> str:
@@ -53,7 +41,7 @@ def _plain_path(value: str, what: str) -> str:
 
 class _Destination(_Model):
     retention: Annotated[
-        ExternalRetention | None,
+        Retention | None,
         Field(description="Retención de las copias externas (mismas claves que `retention`); sin ella no se borra "
                           "ninguna copia externa.", examples=[{"keep_monthly": 24, "min_keep": 3}]),
     ] = None

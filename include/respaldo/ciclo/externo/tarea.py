@@ -106,8 +106,9 @@ def copia_externa(target: dict[str, Any], settings: dict[str, Any], external: di
     mark_success(settings["register_conn_id"], row["id"], placed)
     log.info("Copia externa verificada (SHA-256 %s en el destino) en %.1f s (%.1f MB/s): %s", placed.sha256,
              seconds, placed.bytes / seconds / 1e6, placed.uri)
+    deleted = external_retention(target_id, settings, external, destination, context["run_id"])
     return {"external_uri": placed.uri, "external_sha256": placed.sha256,
-            "external_verified_at": placed.verified_at.isoformat()}
+            "external_verified_at": placed.verified_at.isoformat(), "externas_borradas": deleted}
 
 
 class ExternalFailureCallback:
@@ -181,6 +182,53 @@ def handle_failure(target: dict[str, Any], settings: dict[str, Any], where: str,
 
 
 # --- external retention ---------------------------------------------------------------------------
+
+
+def external_retention(target_id: str, settings: dict[str, Any], external: dict[str, Any],
+                       destination: Destination, run_id: str) -> list[int]:
+    """After a verified external copy: the medium's own ``retention`` over the target's verified external copies.
+
+    Planned by the same planner as the local retention (:func:`respaldo.ciclo.retencion.plan`), over the rows
+    whose external copy is ``success``. A copy that could not be deleted does not undo the verified copy of
+    this run: it is logged and mailed (and planned again next time). Returns the rows whose external copy
+    was deleted.
+    """
+    policy = external.get("retention")
+    if not policy:
+        return []
+    from respaldo.ciclo import retencion
+    from respaldo.ciclo.politica import Retention
+
+    conn_id = settings["register_conn_id"]
+    with connect(conn_id) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT id, backup_at, external_uri FROM {TABLE} WHERE target = %s AND status = 'success' "
+                    "AND external_status = 'success' AND external_uri IS NOT NULL", (target_id,))
+        copies = [retencion.Copia(row_id, backup_at, "success", uri) for row_id, backup_at, uri in cur.fetchall()]
+    decisions = retencion.plan(copies, Retention.model_validate(policy), zone=settings["timezone"])
+    outcome = apply_external_retention(conn_id, destination, [
+        (d.copia.id, "delete" if d.action == retencion.DELETE else "keep", d.reason) for d in decisions])
+    failed = [(row_id, why) for row_id, what, why in outcome if what == "failed"]
+    if failed:
+        _alert_retention(target_id, settings, destination.describe(), run_id, failed)
+    return [row_id for row_id, what, _ in outcome if what == "deleted"]
+
+
+def _alert_retention(target_id: str, settings: dict[str, Any], where: str, run_id: str,
+                     failed: list[tuple[int, str]]) -> None:
+    from respaldo import avisos
+    from respaldo.register.notificacion import Alert
+
+    esc = html.escape
+    items = "".join(f"<li>fila {row_id}: {esc(why)}</li>" for row_id, why in failed)
+    body = (f"<p>La copia externa de <b>{esc(target_id)}</b> de esta ejecución quedó verificada en {esc(where)}, "
+            f"pero la retención del medio externo <b>no pudo borrar</b> {len(failed)} copia(s) externa(s) "
+            f"antiguas:</p><ul>{items}</ul><p>Siguen en el medio externo y en el registro como copias externas "
+            "exitosas; se intentará de nuevo después de la próxima copia externa. Revise el espacio y los permisos "
+            f"del medio externo.</p><p>Ejecución {esc(run_id)} de {esc(settings['dag_id'])}.</p>")
+    avisos.deliver(Alert(key=f"retencion_externa:{target_id}:{run_id}", kind="copia_externa",
+                         recipients=list(settings["alert_emails"]),
+                         subject=f"[respaldo] La retención del medio externo no pudo borrar copias de «{target_id}»",
+                         body=body, target=target_id, run_id=run_id), avisos.Channel.of(settings))
 
 
 def apply_external_retention(conn_id: str, destination: Destination, plan: list[tuple[int, str, str]]
