@@ -84,6 +84,42 @@ def test_copia_externa_writes_a_verified_copy_and_a_bad_disk_fails_alone(backups
     assert str(local) in text and f"fila {row['id']}" in text and "exitosa" in text
 
 
+def test_a_class_external_medium_with_its_own_retention_and_the_local_retention_work_together(
+        backups, smtp, register_rows, documentos):
+    """The class declares the medium: local retention keeps a copy whose external copy failed; the medium's
+    retention deletes old verified external copies after each verified copia_externa."""
+    keep_one = {"keep_last": 1, "min_keep": 1}
+    with tmpfs("64m") as disk:
+        marker = disk / ".respaldo_medio_externo"
+        marker.touch()
+        backups.write([{"id": "documentos", "kind": "files", "frequency": "diario", "path": str(documentos)}],
+                      {"diario": {"schedule": "0 23 * * *", "retries": 0, "retention": keep_one,
+                                  "external": {"kind": "path", "path": str(disk), "retention": keep_one}}})
+        start = dt.datetime.now(dt.UTC)
+        runs = []
+        for number in range(3):
+            if number == 1:
+                marker.unlink()  # the second run's external copy fails: the disk is unplugged
+            if number == 2:
+                marker.touch()
+            runs.append(backups.run("respaldo_diario", logical_date=start + dt.timedelta(seconds=5 * number)))
+        first, second, third = (register_rows(target="documentos", run_id=run.run_id)[0] for run in runs)
+        assert [states(run)["documentos.copia_externa"] for run in runs] == ["success", "failed", "success"]
+        assert all(states(run)["retencion"] == "success" for run in runs)
+        # Local: the first copy is gone (keep_last 1); the second stays, its external copy never verified.
+        assert first["deleted_at"] is not None and not Path(first["artifact_path"]).exists()
+        assert second["deleted_at"] is None and Path(second["artifact_path"]).is_file()
+        assert "no está verificada (fallida)" not in (second["deletion_reason"] or "")
+        assert third["deleted_at"] is None and Path(third["artifact_path"]).is_file()
+        # External: the first verified copy was deleted by the medium's retention after the third run's copy.
+        assert first["external_status"] == "deleted" and first["external_deleted_at"] is not None
+        assert not Path(first["external_uri"]).exists()
+        assert second["external_status"] == "failed"
+        assert third["external_status"] == "success" and sha256sum_c(Path(third["external_uri"])).returncode == 0
+        on_disk = sorted(p.name for p in disk.rglob("*.zst"))
+        assert on_disk == [Path(third["external_uri"]).name]
+
+
 def test_a_target_without_external_gets_no_copia_externa_task(backups, documentos):
     backups.write([{"id": "documentos", "kind": "files", "frequency": "diario", "path": str(documentos)}])
     assert "documentos.copia_externa" not in backups.dag("respaldo_diario").task_ids

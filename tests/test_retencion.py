@@ -210,7 +210,8 @@ def test_a_target_overrides_its_class_retention(tmp_path):
         {"id": "todas", "kind": "files", "frequency": "diario", "path": "/srv/c", "retention": {"keep_all": True}},
     ], {"diario": {"schedule": "0 23 * * *", "retention": {"keep_last": 1, "min_keep": 1}}})
     loaded = load_inventory(inventory)
-    objetivos = {t.id: retencion.objetivo_de(t, loaded.frequencies["diario"].retention, loaded.external_of(t) is not None) for t in loaded.targets}
+    objetivos = {t.id: retencion.objetivo_de(t, loaded.frequencies["diario"].retention,
+                                             loaded.external_of(t) is not None) for t in loaded.targets}
     assert (objetivos["con_clase"].policy.keep_last, objetivos["con_clase"].source) == (1, "clase")
     assert (objetivos["propia"].policy.keep_last, objetivos["propia"].policy.min_keep) == (4, 3)
     assert objetivos["propia"].source == "objetivo"

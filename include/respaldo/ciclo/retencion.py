@@ -175,7 +175,8 @@ def plan(copies: Iterable[Copia], policy: Retention | None, *, zone: zoneinfo.Zo
     for copia in goods:
         if copia.id in protected:
             reasons[copia.id].append(protected[copia.id])
-        if external and copia.external_status != "success":
+        # ``deleted``: it was verified, then the medium's own retention removed it; it protects nothing.
+        if external and copia.external_status not in ("success", "deleted"):
             state = {None: "sin copia externa", "pending": "pendiente", "failed": "fallida",
                      "deleted": "borrada"}.get(copia.external_status, copia.external_status)
             reasons[copia.id].append(f"su copia en el medio externo aún no está verificada ({state})")
