@@ -20,6 +20,7 @@ import datetime as dt
 import errno
 import fcntl
 import hashlib
+import io
 import logging
 import os
 import re
@@ -56,11 +57,15 @@ def staging_dir(root: str | Path, frequency: str, target: str, run_id: str) -> P
     return Path(root) / STAGING / frequency / target / run_key(run_id)
 
 
-def artifact_path(root: str | Path, frequency: str, target: str, backup_at: dt.datetime, extension: str) -> Path:
-    """Final path of an artifact; ``backup_at`` must already be in the inventory's timezone."""
+def artifact_path(root: str | Path, frequency: str, target: str, backup_at: dt.datetime, extension: str,
+                  *, encrypted: bool = False) -> Path:
+    """Final path of an artifact; ``backup_at`` must already be in the inventory's timezone.
+
+    An encrypted artifact (see :mod:`respaldo.ciclo.cifrado`) ends in ``.zst.age``.
+    """
     stamp = backup_at.strftime("%Y%m%dT%H%M%S")
     return (Path(root) / frequency / target / f"{backup_at:%Y}" / f"{backup_at:%m}"
-            / f"{target}_{stamp}.{extension}.zst")
+            / f"{target}_{stamp}.{extension}.zst{'.age' if encrypted else ''}")
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,9 @@ class _HashingWriter:
         self.total = total
         self.log = log
         self.started = self.last = time.monotonic()
+
+    def flush(self) -> None:
+        self.handle.flush()
 
     def write(self, data: bytes) -> int:
         self.handle.write(data)
@@ -184,43 +192,86 @@ def _publish(ready: Path, final: Path, sha256: str, log: logging.Logger) -> None
         sidecar_tmp.unlink(missing_ok=True)
 
 
-def compress(source: Path, final: Path, log: logging.Logger) -> Artifact:
-    """Compress ``source`` into the artifact ``final`` plus its ``.sha256``; stream, never overwrite.
+def _space_error(err: OSError, final: Path, what: str) -> ArtifactError:
+    if err.errno == errno.ENOSPC:
+        free = shutil.disk_usage(final.parent).free
+        return ArtifactError(f"No hay espacio en disco en {final.parent} para {what} ({human_bytes(free)} libres). "
+                             "Libere espacio y reintente la tarea.")
+    return ArtifactError(f"No se pudo escribir el respaldo en {final.parent}: {err.strerror}")
 
-    If ``final`` already exists with exactly the bytes this would produce (a retried task whose first
-    try got that far), it is kept and reported; if it exists with other bytes, this fails.
-    """
-    original = source.stat().st_size
+
+def _write_new_artifact(final: Path, fill: Callable[[_HashingWriter], None], total: int | None, log: logging.Logger,
+                        what: str) -> _HashingWriter:
+    """Write a new artifact's bytes with ``fill`` under a temporary name, then publish it with its ``.sha256``."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
-    compressor = _compressor(original)
     try:
-        with open(source, "rb") as reader, open(tmp, "xb") as handle:
-            writer = _HashingWriter(handle, original, log)
-            compressor.copy_stream(reader, writer, size=original, read_size=CHUNK, write_size=CHUNK)
+        with open(tmp, "xb") as handle:
+            writer = _HashingWriter(handle, total, log)
+            fill(writer)
             handle.flush()
             os.fsync(handle.fileno())
+        _publish(tmp, final, writer.digest.hexdigest(), log)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
-        if err.errno == errno.ENOSPC:
-            free = shutil.disk_usage(final.parent).free
-            raise ArtifactError(
-                f"No hay espacio en disco en {final.parent} para comprimir la copia ({human_bytes(original)} sin "
-                f"comprimir, {human_bytes(free)} libres). Libere espacio y reintente la tarea."
-            ) from err
-        raise ArtifactError(f"No se pudo escribir el respaldo en {final.parent}: {err.strerror}") from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    sha256 = writer.digest.hexdigest()
-    try:
-        _publish(tmp, final, sha256, log)
+        raise _space_error(err, final, what) from err
     finally:
         tmp.unlink(missing_ok=True)
+    return writer
+
+
+def _encrypting(stream, recipients: Sequence[str]) -> tuple[Callable[[_HashingWriter], None], hashlib._Hash]:
+    """A ``fill`` that encrypts ``stream`` with age, and the sum of what went into age (the zstd stream)."""
+    from respaldo.ciclo import cifrado
+
+    plain = hashlib.sha256()
+
+    def fill(writer: _HashingWriter) -> None:
+        cifrado.encrypt(io.BufferedReader(cifrado.HashingSource(stream, plain), CHUNK), writer, list(recipients))
+
+    return fill, plain
+
+
+def _check_encrypted(final: Path, log: logging.Logger) -> str:
+    """What the stored encrypted artifact shows without the key (its age header and chunks); fails if wrong."""
+    from respaldo.ciclo import cifrado
+
+    found = cifrado.structure(final)
+    if found.problem:
+        for path in (final, final.with_name(final.name + ".sha256")):
+            path.unlink(missing_ok=True)
+        raise ArtifactError(f"{found.problem} Se borró; reintente la tarea.")
+    return found.describe()
+
+
+def compress(source: Path, final: Path, log: logging.Logger, *, recipients: Sequence[str] = ()) -> Artifact:
+    """Compress ``source`` into the artifact ``final`` plus its ``.sha256``; stream, never overwrite.
+
+    With ``recipients`` the zstd stream goes straight into age (``final`` ends in ``.zst.age``): nothing
+    unencrypted is written beside the artifacts. If ``final`` already exists with exactly the bytes this
+    would produce (a retried task whose first try got that far), it is kept and reported; if it exists
+    with other bytes, this fails. (An encrypted artifact is never the same twice: a retry refuses.)
+    """
+    original = source.stat().st_size
+    compressor = _compressor(original)
+    with open(source, "rb") as reader:
+        if recipients:
+            fill, _ = _encrypting(compressor.stream_reader(reader, size=original, read_size=CHUNK), recipients)
+        else:
+            def fill(writer: _HashingWriter) -> None:
+                compressor.copy_stream(reader, writer, size=original, read_size=CHUNK, write_size=CHUNK)
+        writer = _write_new_artifact(final, fill, original, log,
+                                     f"comprimir la copia de {human_bytes(original)} sin comprimir")
     elapsed = time.monotonic() - writer.started
-    log.info("comprimir terminó: %s -> %s (%.1f%%) en %.1f s; sha256 %s", human_bytes(original),
-             human_bytes(writer.written), 100 * writer.written / max(original, 1), elapsed, sha256)
-    return Artifact(final, original, final.stat().st_size, sha256, f"zstd-{ZSTD_LEVEL}")
+    sha256 = writer.digest.hexdigest()
+    checked = f"; {_check_encrypted(final, log)}" if recipients else ""
+    log.info("comprimir terminó: %s -> %s (%.1f%%) en %.1f s; sha256 %s%s", human_bytes(original),
+             human_bytes(writer.written), 100 * writer.written / max(original, 1), elapsed, sha256, checked)
+    return Artifact(final, original, final.stat().st_size, sha256, compression_label(bool(recipients)))
+
+
+def compression_label(encrypted: bool) -> str:
+    """The register's ``compression`` value: ``zstd-3``, or ``zstd-3+age`` for an encrypted artifact."""
+    return f"zstd-{ZSTD_LEVEL}+age" if encrypted else f"zstd-{ZSTD_LEVEL}"
 
 
 class _CountingReader:
@@ -290,12 +341,36 @@ def copy_compressed(argv: Sequence[str], dest: Path, *, env: Mapping[str, str], 
     return reader.count, writer.written, writer.digest.hexdigest()
 
 
-def place_compressed(staged: Path, final: Path, sha256: str, original_bytes: int, log: logging.Logger) -> Artifact:
-    """Give an already-compressed copy its final name (same filesystem: no data is copied)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    _publish(staged, final, sha256, log)
-    log.info("Respaldo %s (%s, comprimido al copiar; sha256 %s)", final, human_bytes(final.stat().st_size), sha256)
-    return Artifact(final, original_bytes, final.stat().st_size, sha256, f"zstd-{ZSTD_LEVEL}")
+def place_compressed(staged: Path, final: Path, sha256: str, original_bytes: int, log: logging.Logger, *,
+                     recipients: Sequence[str] = ()) -> Artifact:
+    """Give an already-compressed copy its final name (same filesystem: no data is copied).
+
+    With ``recipients`` the compressed copy is encrypted into ``final`` instead (``.zst.age``); what went
+    into age must be exactly the stream ``verificar_fecha`` verified (``sha256``), or nothing is kept.
+    """
+    if not recipients:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _publish(staged, final, sha256, log)
+        log.info("Respaldo %s (%s, comprimido al copiar; sha256 %s)", final, human_bytes(final.stat().st_size),
+                 sha256)
+        return Artifact(final, original_bytes, final.stat().st_size, sha256, compression_label(False))
+    size = staged.stat().st_size
+    with open(staged, "rb") as reader:
+        fill, plain = _encrypting(reader, recipients)
+
+        def checked_fill(writer: _HashingWriter) -> None:
+            fill(writer)
+            if plain.hexdigest() != sha256:
+                raise ArtifactError(f"La copia comprimida {staged.name} cambió entre la verificación y el cifrado "
+                                    "(su suma SHA-256 ya no es la verificada); no se guardó. Vuelva a ejecutar "
+                                    "desde «copia».")
+
+        writer = _write_new_artifact(final, checked_fill, size, log, f"cifrar la copia de {human_bytes(size)}")
+    structure = _check_encrypted(final, log)
+    log.info("Respaldo %s (%s, comprimido al copiar y cifrado con age; lo cifrado es la copia verificada, sha256 "
+             "%s; %s; sha256 del archivo cifrado %s) en %.1f s", final, human_bytes(writer.written), sha256, structure,
+             writer.digest.hexdigest(), time.monotonic() - writer.started)
+    return Artifact(final, original_bytes, final.stat().st_size, writer.digest.hexdigest(), compression_label(True))
 
 
 def remove_staging(path: Path) -> None:

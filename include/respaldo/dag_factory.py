@@ -102,6 +102,12 @@ def _doc_md(inventory: Inventory, name: str, frequency: Frequency, targets: list
     if any(t.mechanism == "manual" for t in targets):
         lines.append("- copia manual: `zstd -d ARCHIVO.zst` devuelve el archivo tal como lo entregaron; su nombre "
                      "y fecha originales están en el registro.")
+    encrypted = [t.id for t in targets if (t.encryption or frequency.encryption) is not None]
+    if encrypted:
+        lines += ["", f"**Cifradas con age** ({', '.join(f'`{t}`' for t in encrypted)}): sus copias terminan en "
+                  "`.zst.age` y en los comandos anteriores `zstd -dc ARCHIVO.zst` se cambia por "
+                  "`age -d -i CLAVE_PRIVADA ARCHIVO.zst.age | zstd -dc`. Este servidor solo tiene las claves "
+                  "públicas; la privada la guarda la oficina (ver el README)."]
     lines += [
         "",
         "**Ejecución manual:** *Trigger* con el formulario: objetivos (vacío = todos), responsable y "
@@ -155,6 +161,9 @@ def _target_group(dag_id: str, frequency: Frequency, target: TargetBase, setting
 
     source = source_for(target.kind)
     target_dict = target.model_dump(mode="json")
+    encryption = target.encryption or frequency.encryption  # the class's, unless the target has its own
+    if encryption is not None:
+        target_dict["encryption"] = encryption.model_dump(mode="json")
     summary = summary_of(target)
     retries = target.retries if target.retries is not None else frequency.retries
     delay = target.retry_delay_minutes or frequency.retry_delay_minutes

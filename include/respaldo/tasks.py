@@ -179,18 +179,24 @@ def _rejection_note(err: Exception, context: dict[str, Any]) -> str:
 
 def comprimir(target: dict[str, Any], settings: dict[str, Any], checked: dict[str, Any],
               **context: Any) -> dict[str, Any]:
-    """Step 5: compress the copy into its dated artifact with a .sha256 beside it."""
+    """Step 5: compress the copy into its dated artifact with a .sha256 beside it; encrypt it if the inventory says so.
+
+    The staged copy (plaintext, verified whole by ``verificar_fecha``) is removed once the artifact exists.
+    """
     model = _target(target)
     staging = Path(checked["staging"])
     if not staging.exists():
         raise RespaldoError(f"La copia {staging} ya no está; vuelva a ejecutar desde «copia».")
     backup_at = dt.datetime.fromisoformat(checked["backup_at"]).astimezone(zoneinfo.ZoneInfo(settings["timezone"]))
     extension = checked.get("extension") or source_for(model.kind).extension
-    final = artifacts.artifact_path(settings["root"], model.frequency, model.id, backup_at, extension)
+    recipients = list(model.encryption.recipients) if model.encryption else []
+    final = artifacts.artifact_path(settings["root"], model.frequency, model.id, backup_at, extension,
+                                    encrypted=bool(recipients))
     if checked.get("compressed"):
-        artifact = artifacts.place_compressed(staging, final, checked["sha256"], checked["original_bytes"], log)
+        artifact = artifacts.place_compressed(staging, final, checked["sha256"], checked["original_bytes"], log,
+                                              recipients=recipients)
     else:
-        artifact = artifacts.compress(staging, final, log)
+        artifact = artifacts.compress(staging, final, log, recipients=recipients)
     if isinstance(model, entrega.ManualTarget):  # the assigned creation date is also the file's date
         os.utime(artifact.path, (backup_at.timestamp(), backup_at.timestamp()))
     artifacts.remove_staging(staging.parent)

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from respaldo.ciclo.cifrado import Encryption
+
 if TYPE_CHECKING:
     from respaldo.integridad import Verification
 
@@ -64,6 +66,10 @@ class TargetBase(BaseModel):
         Field(pattern=r"^[A-Za-z0-9_.-]{1,250}$",
               description="Pool de Airflow que limita las copias simultáneas contra el mismo servidor. "
               "Por defecto `respaldo_<conn_id>`."),
+    ] = None
+    encryption: Annotated[
+        Encryption | None,
+        Field(description="Cifrado con age de las copias de este objetivo (anula el `encryption` de su clase)."),
     ] = None
 
 

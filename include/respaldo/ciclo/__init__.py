@@ -1,0 +1,1 @@
+"""The copies' lifecycle after they are made: retention, the external copy, encryption."""
