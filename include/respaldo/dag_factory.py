@@ -152,6 +152,15 @@ def _params(targets: list[TargetBase]) -> dict[str, Any]:
     }
 
 
+def task_target(target: TargetBase, frequency: Frequency) -> dict[str, Any]:
+    """What a task is handed of its target: its inventory entry, with its class's ``encryption`` if it has none."""
+    entry = target.model_dump(mode="json")
+    encryption = target.encryption or frequency.encryption
+    if encryption is not None:
+        entry["encryption"] = encryption.model_dump(mode="json")
+    return entry
+
+
 def _target_group(dag_id: str, frequency: Frequency, target: TargetBase, settings: dict[str, Any]):
     from airflow.sdk import TaskGroup, chain
 
@@ -160,10 +169,7 @@ def _target_group(dag_id: str, frequency: Frequency, target: TargetBase, setting
     from respaldo.operators import RespaldoStepOperator
 
     source = source_for(target.kind)
-    target_dict = target.model_dump(mode="json")
-    encryption = target.encryption or frequency.encryption  # the class's, unless the target has its own
-    if encryption is not None:
-        target_dict["encryption"] = encryption.model_dump(mode="json")
+    target_dict = task_target(target, frequency)
     summary = summary_of(target)
     retries = target.retries if target.retries is not None else frequency.retries
     delay = target.retry_delay_minutes or frequency.retry_delay_minutes
@@ -375,7 +381,7 @@ def build_drill_dag(inventory: Inventory):
             doc_md="**Al terminar.** Borra lo que haya dejado un simulacro de esta ejecución que se interrumpió de "
                    "golpe y reenvía los avisos que no salieron.")
         for group, targets in groups.items():
-            entries = [{"target": t.model_dump(mode="json"),
+            entries = [{"target": task_target(t, inventory.frequencies[t.frequency]),
                         "every_days": inventory.frequencies[t.frequency].drill_every_days} for t in targets]
             with TaskGroup(group_id=group, tooltip=f"Simulacros en {pool_of(drills, group)}"):
                 choose = SimulacroOperator(

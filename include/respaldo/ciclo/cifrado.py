@@ -364,6 +364,33 @@ def explain(text: str, identity: Path, artifact: str) -> str:
     return f"age no pudo descifrar {artifact} hasta el final: la copia está dañada o truncada ({text.strip()[:200]})"
 
 
+def opens(artifact: Path, identity: Path) -> str | None:
+    """Whether ``identity`` decrypts ``artifact``: age must give its first plaintext bytes; the problem, or None.
+
+    Cheap (one 64 KiB chunk): a wrong key is said before a restore creates anything.
+    """
+    from respaldo.hooks.base import minimal_env
+
+    with open(artifact, "rb") as handle, tempfile.TemporaryFile() as errors:
+        try:
+            proc = subprocess.Popen(decrypt_argv(identity), stdin=handle,  # noqa: S603 - fixed argv
+                                    stdout=subprocess.PIPE, stderr=errors, env=minimal_env())
+        except FileNotFoundError:
+            return (f"No está instalado «age» en esta máquina: sin él no se puede descifrar {artifact.name} "
+                    "(apt-get install age).")
+        try:
+            first = proc.stdout.read(1)
+        finally:
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()
+        if first:
+            return None
+        errors.seek(0)
+        said = errors.read().decode("utf-8", "replace")
+        return f"No se pudo descifrar {artifact.name}: {explain(said, identity, artifact.name)}."
+
+
 class Descifrado:
     """Reads an age file's plaintext through ``age -d``, while the stored (encrypted) bytes are hashed.
 

@@ -169,9 +169,10 @@ def drill(target: Any, settings: dict[str, Any], run: Ejecucion) -> dict[str, An
     try:
         if not copia.path.is_file():
             raise destino.RestauracionError(f"la copia {copia.path} ya no está en el disco")
+        copia.identity = _drill_identity(target, copia.path)
         checked = integridad.verify_artifact(copia.path, expected_sha256=copy.get("sha256"),
                                              original_bytes=copy.get("original_bytes"),
-                                             check_format=copia.kind != "manual")
+                                             check_format=copia.kind != "manual", identity=copia.identity)
         figures["verificacion"] = {"integra": checked.intact, "segundos": round(checked.seconds, 2)}
         if not checked.intact:
             for problem in checked.problems[1:]:
@@ -217,6 +218,29 @@ def drill(target: Any, settings: dict[str, Any], run: Ejecucion) -> dict[str, An
         outcome["aviso"] = notify(target.id, settings, run, registro.get(conn_id, drill_id), copy,
                                   dropped, leftovers).describe()
     return outcome
+
+
+def _drill_identity(target: Any, artifact: Path) -> Path | None:
+    """The private key file a drill decrypts an encrypted copy with (``encryption.drill_identity``).
+
+    The server keeps only public keys: without a drill identity on this machine an encrypted copy
+    cannot be restored here, and the drill fails saying so rather than approve what it could not read.
+    """
+    from respaldo.ciclo import cifrado
+
+    if not cifrado.is_encrypted(artifact):
+        return None
+    encryption = getattr(target, "encryption", None)
+    path = encryption.drill_identity if encryption is not None else None
+    if path is None:
+        raise destino.RestauracionError(
+            f"la copia {artifact.name} está cifrada con age y el inventario no indica `encryption.drill_identity` (la "
+            "ruta del archivo de clave privada en la máquina de los simulacros): sin ella no se puede descifrar ni "
+            "restaurar, así que el simulacro no puede probarla")
+    try:
+        return cifrado.check_identity(path, artifact)
+    except cifrado.CifradoError as err:
+        raise destino.RestauracionError(f"{err} (encryption.drill_identity)") from err
 
 
 def _reason(err: BaseException) -> str:
