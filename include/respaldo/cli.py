@@ -330,7 +330,7 @@ def cmd_verificar(args: argparse.Namespace) -> int:
             from respaldo.ciclo.cifrado import check_identity
 
             check_identity(args.identidad, Path("las copias cifradas"))
-            print(f"Las copias cifradas se descifran con la clave privada {args.identidad}.")
+            print(f"Las copias cifradas se descifran con: {', '.join(args.identidad)}.")
         lecturas = relectura.read(rows, inventory.register.conn_id, identity=args.identidad)
     except RespaldoError as err:  # the inventory or the register: the check itself could not run
         print(f"No se pudo verificar: {err}", file=sys.stderr)
@@ -440,10 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     verificar.add_argument("--objetivo", help="solo este objetivo")
     verificar.add_argument("--todo", action="store_true",
                            help="todas las copias guardadas (por defecto, la más reciente de cada objetivo)")
-    verificar.add_argument("--identidad", metavar="ARCHIVO",
+    verificar.add_argument("--identidad", metavar="ARCHIVO", action="append",
                            help="archivo de clave privada age (o llave ssh-ed25519) con el que se descifran y leen "
-                                "completas las copias cifradas (.zst.age); sin él, de esas solo se comprueban la suma "
-                                "y la estructura age")
+                                "completas las copias cifradas (.zst.age); se puede repetir. Sin él, de esas solo se "
+                                "comprueban la suma y la estructura age")
 
     registro.add_argument("--xlsx", metavar="ARCHIVO", help="escribe la hoja FT-GTI-004 en Excel (por defecto el mes "
                           "en curso; o --mes, o --desde/--hasta)")
@@ -465,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     restaurar.add_argument("--base", metavar="BASE", help="portal: la base nueva donde restaurar su base de datos "
                            "(nombre en el servidor de simulacros o URI); por defecto, el nombre de la carpeta")
     restaurar.add_argument("--inventario", metavar="ARCHIVO", help=file_help)
-    restaurar.add_argument("--identidad", metavar="ARCHIVO",
+    restaurar.add_argument("--identidad", metavar="ARCHIVO", action="append",
                            help="copias cifradas (.zst.age): el archivo de la clave privada age (el de age-keygen) o "
                                 "la llave privada ssh-ed25519 con que se descifra")
     restaurar.set_defaults(func=cmd_restaurar)

@@ -39,6 +39,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -119,12 +120,14 @@ def format_of(name: str) -> Format:
 
 
 def verify_artifact(path: Path, *, expected_sha256: str | None = None, original_bytes: int | None = None,
-                    check_format: bool = True, identity: str | Path | None = None) -> Verification:
+                    check_format: bool = True, identity: str | Path | Sequence[str | Path] | None = None
+                    ) -> Verification:
     """Check a stored artifact: its ``.sha256`` file, the register's sum, zstd to the end, its format.
 
-    An encrypted artifact (``.zst.age``) is decrypted with ``identity`` (a private key file, read by
-    the ``age`` command alone) and then checked the same way. Without ``identity`` only what needs no
-    key is checked: the sums of the stored bytes and the age structure (``checked`` says so).
+    An encrypted artifact (``.zst.age``) is decrypted with ``identity`` (private key files, read by
+    the ``age`` command alone) and then checked the same way. Without ``identity``, or when none of
+    them is the copy's key, only what needs no key is checked: the sums of the stored bytes and the
+    age structure (``checked`` says so); a key that does not fit never makes a copy «dañada».
 
     :param path: the artifact (``….<ext>.zst``); its ``.sha256`` file must be beside it.
     :param expected_sha256: the sum recorded in the register, if known.
@@ -198,7 +201,8 @@ def _compare_sums(name: str, sha256: str, sidecar_sha: str | None, expected_sha2
 
 
 def _verify(path: Path, *, sidecar: bool, expected_sha256: str | None, expected_from: str,
-            original_bytes: int | None, check_format: bool, identity: str | Path | None = None) -> Verification:
+            original_bytes: int | None, check_format: bool,
+            identity: str | Path | Sequence[str | Path] | None = None) -> Verification:
     started = time.monotonic()
     name = path.name
     encrypted = name.endswith(".age")
@@ -249,7 +253,10 @@ def _verify(path: Path, *, sidecar: bool, expected_sha256: str | None, expected_
             return _result(path, started, [f"No se pudo leer la copia {name}: {err.strerror}."], kind, 0, None,
                            decompressed, _Outcome())
         raise
-    if age_problem:  # what age saw (a wrong key, a cut or altered chunk) explains what follows
+    if decrypting is not None and decrypting.unmatched:  # not this copy's key: the copy may well be sound
+        sealed = _verify_sealed(path, expected_sha256=expected_sha256, check_format=check_format)
+        return dataclasses.replace(sealed, checked=f"{age_problem} Sin su clave: " + sealed.checked)
+    if age_problem:  # what age saw (a cut or altered chunk) explains what follows
         problems.append(age_problem)
     elif frames is not None:  # the walker saw where the stream stopped being zstd: that explains the rest
         if frames.problem or not decode_error:

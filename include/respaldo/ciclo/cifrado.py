@@ -15,8 +15,8 @@ Why these tools:
   alone, never by respaldo's own process, and every identity file age accepts works.
 
 Without the private key a stored artifact can still be judged: its sums (the ``.sha256`` file and the
-register) and the age structure (:func:`structure`: the header, its recipient stanzas, and a payload
-whose length fits age's 64 KiB chunks). Only a holder of the key can read the zstd stream and the
+register), which catch any cut or altered byte, and the age structure (:func:`structure`: the
+header, its recipient stanzas, a payload length age could have written). Only a holder of the key can read the zstd stream and the
 format inside; before encrypting, ``verificar_fecha`` read that plaintext whole, as it does for every
 copy, and ``comprimir`` checks that what it encrypted is exactly the verified stream.
 
@@ -36,6 +36,7 @@ import re
 import subprocess
 import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Annotated
@@ -141,7 +142,7 @@ def check_recipient(value: str) -> str:
     if _looks_secret(value):
         raise ValueError("esto es una clave PRIVADA, no una pública: " + SECRET_MESSAGE)
     value = value.strip()
-    if value.startswith("age1"):
+    if value.lower().startswith("age1"):
         problem = _x25519_problem(value)
     elif value.startswith("ssh-ed25519"):
         problem = _ssh_problem(value)
@@ -268,8 +269,9 @@ def structure(path: Path) -> Estructura:
     """Check an age file's header (version line, recipient stanzas, MAC line) and its payload's length.
 
     Without the private key this is what can be judged: that the file is an age v1 file, for whom, and
-    that its payload is a whole number of age chunks (a cut inside a chunk shows; a cut exactly at a
-    chunk's end shows only in the sums, which :mod:`respaldo.integridad` checks too).
+    that its payload's length is one age can write (a cut leaving less than a chunk's tag shows). Most
+    cuts leave what looks like a shorter last chunk: those, and any altered byte, show only in the
+    sums, which :mod:`respaldo.integridad` checks beside this.
     """
     name = path.name
     try:
@@ -324,34 +326,47 @@ def structure(path: Path) -> Estructura:
 # --- decrypting (Debian's age CLI) --------------------------------------------------------------------
 
 
-def check_identity(identity: str | Path | None, artifact: Path) -> Path:
-    """The identity file to decrypt ``artifact`` with; a clear error when none was given or it is unreadable."""
-    if identity is None:
+def check_identity(identity: str | Path | Sequence[str | Path] | None, artifact: Path) -> list[Path]:
+    """The identity files to decrypt ``artifact`` with; a clear error when none was given or one is unreadable."""
+    if identity is None or (not isinstance(identity, (str, Path)) and not identity):
         raise CifradoError(
             f"La copia {artifact.name} está cifrada con age: para leerla hace falta el archivo de la clave privada. "
             "Indíquelo con --identidad ARCHIVO (el que creó age-keygen, o la llave privada ssh-ed25519)."
         )
-    path = Path(identity)
-    if not path.is_file():
-        raise CifradoError(f"No existe el archivo de clave privada {path} (--identidad): sin él no se puede descifrar "
-                           f"{artifact.name}.")
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as err:
-        raise CifradoError(f"No se puede leer el archivo de clave privada {path}: {err.strerror}.") from err
-    return path
+    found = []
+    for item in [identity] if isinstance(identity, (str, Path)) else identity:
+        path = Path(item)
+        if not path.is_file():
+            raise CifradoError(f"No existe el archivo de clave privada {path} (--identidad): sin él no se puede "
+                               f"descifrar {artifact.name}.")
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as err:
+            raise CifradoError(f"No se puede leer el archivo de clave privada {path}: {err.strerror}.") from err
+        found.append(path)
+    return found
 
 
-def decrypt_argv(identity: Path) -> list[str]:
-    """``age -d -i IDENTITY``: decrypts its standard input to its standard output (the identity is a path)."""
-    return ["age", "--decrypt", "--identity", str(identity)]
+def _shown(identities: Sequence[Path]) -> str:
+    return ", ".join(str(path) for path in identities)
 
 
-def explain(text: str, identity: Path, artifact: str) -> str:
+def decrypt_argv(identities: Sequence[Path]) -> list[str]:
+    """``age -d -i IDENTITY…``: decrypts its standard input to its standard output (identities are paths)."""
+    return ["age", "--decrypt", *(arg for path in identities for arg in ("--identity", str(path)))]
+
+
+def unmatched(text: str) -> bool:
+    """Whether age said none of the identities is a recipient of the file (the file itself may be fine)."""
+    return "no identity matched" in text.lower()
+
+
+def explain(text: str, identities: Sequence[Path], artifact: str) -> str:
     """age's error text in the office's words."""
     lower = text.lower()
-    if "no identity matched" in lower:
+    identity = _shown(identities)
+    if unmatched(text):
         return (f"la clave privada {identity} no es ninguna de aquellas a las que se cifró {artifact}: use el "
                 "archivo de clave que corresponde a los destinatarios del inventario")
     if "failed to read" in lower and "identit" in lower or "no identities" in lower or "malformed secret key" in lower:
@@ -364,7 +379,7 @@ def explain(text: str, identity: Path, artifact: str) -> str:
     return f"age no pudo descifrar {artifact} hasta el final: la copia está dañada o truncada ({text.strip()[:200]})"
 
 
-def opens(artifact: Path, identity: Path) -> str | None:
+def opens(artifact: Path, identity: Sequence[Path]) -> str | None:
     """Whether ``identity`` decrypts ``artifact``: age must give its first plaintext bytes; the problem, or None.
 
     Cheap (one 64 KiB chunk): a wrong key is said before a restore creates anything.
@@ -399,12 +414,13 @@ class Descifrado:
     private key file is opened by age alone.
     """
 
-    def __init__(self, handle, identity: Path, digest, *, name: str, env: dict[str, str]):
+    def __init__(self, handle, identity: Sequence[Path], digest, *, name: str, env: dict[str, str]):
         self.handle = handle
         self.digest = digest
         self.name = name
         self.identity = identity
         self.count = 0
+        self.unmatched = False
         self.errors = tempfile.TemporaryFile()
         try:
             self.proc = subprocess.Popen(  # noqa: S603 - fixed argv; the identity is a path, not a secret
@@ -453,6 +469,7 @@ class Descifrado:
         if self.feed_error is not None:
             raise self.feed_error
         if code != 0:
+            self.unmatched = unmatched(text)
             return f"No se pudo descifrar la copia {self.name}: {explain(text, self.identity, self.name)}."
         return None
 

@@ -90,11 +90,11 @@ def share_size(kept: int, every_days: int, runs_per_day: float) -> int:
     return max(1, math.ceil(kept / max(every_days * runs_per_day, 1)))
 
 
-def read(rows: list[dict[str, Any]], conn_id: str, identity: str | Path | None = None) -> list[Lectura]:
+def read(rows: list[dict[str, Any]], conn_id: str, identity: list[str] | None = None) -> list[Lectura]:
     """Re-read each row's artifact to its end and record the outcome on its row.
 
-    An encrypted artifact (``.zst.age``) is decrypted and read whole with ``identity`` (a private key
-    file); without it, its sums and its age structure are what is checked, and the line says so.
+    An encrypted artifact (``.zst.age``) is decrypted and read whole with ``identity`` (private key
+    files); without its key, its sums and its age structure are what is checked, and the line says so.
     """
     from respaldo.integridad import verify_artifact
 

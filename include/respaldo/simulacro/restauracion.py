@@ -78,7 +78,7 @@ def _tail(handle, secrets: Sequence[str]) -> str:
     return " ".join((useful or lines)[-3:])[-1500:]
 
 
-def _decrypting(handle, identity: Path | None, errors) -> subprocess.Popen | None:
+def _decrypting(handle, identity: Sequence[Path] | None, errors) -> subprocess.Popen | None:
     """``age -d -i IDENTITY`` reading ``handle``, or None for an artifact that is not encrypted."""
     if identity is None:
         return None
@@ -90,7 +90,7 @@ def _decrypting(handle, identity: Path | None, errors) -> subprocess.Popen | Non
     return age
 
 
-def _age_failure(age: subprocess.Popen | None, errors, identity: Path | None, name: str) -> str | None:
+def _age_failure(age: subprocess.Popen | None, errors, identity: Sequence[Path] | None, name: str) -> str | None:
     """Why age could not decrypt the whole artifact, or None (not encrypted, or decrypted to its last chunk)."""
     if age is None or age.wait() == 0:
         return None
@@ -102,7 +102,7 @@ def _age_failure(age: subprocess.Popen | None, errors, identity: Path | None, na
 
 def run_restore(source: Path, argv: Sequence[str], *, env: dict[str, str], what: str, compressed: bool = True,
                 secrets: Sequence[str] = (), say: Say = _quiet, explain: Callable[[str], str] | None = None,
-                identity: Path | None = None) -> float:
+                identity: Sequence[Path] | None = None) -> float:
     """``zstd -dc SOURCE | ARGV`` (or ``ARGV < SOURCE`` when not ``compressed``); return the seconds it took.
 
     With ``identity`` (an encrypted artifact): ``age -d -i IDENTITY < SOURCE | zstd -dc | ARGV``.
@@ -166,7 +166,7 @@ def run_restore(source: Path, argv: Sequence[str], *, env: dict[str, str], what:
 
 
 def restore_postgres(source: Path, conn_id: str, database: str, *, compressed: bool = True,
-                     say: Say = _quiet, identity: Path | None = None) -> float:
+                     say: Say = _quiet, identity: Sequence[Path] | None = None) -> float:
     """pg_restore a custom-format archive into ``database`` (it exists, empty) on ``conn_id``'s server."""
     from respaldo.hooks.postgres import explain_libpq, libpq_session
 
@@ -177,7 +177,7 @@ def restore_postgres(source: Path, conn_id: str, database: str, *, compressed: b
 
 
 def restore_mysql(source: Path, conn_id: str, database: str, *, compressed: bool = True, say: Say = _quiet,
-                  identity: Path | None = None) -> float:
+                  identity: Sequence[Path] | None = None) -> float:
     """Run a mariadb-dump file into ``database`` (it exists, empty) with the ``mariadb`` client."""
     from respaldo.hooks.mysql import client_session
     from respaldo.sources.mysql import _tool
@@ -197,7 +197,7 @@ def restore_mysql(source: Path, conn_id: str, database: str, *, compressed: bool
                            identity=identity)
 
 
-def restore_tar(artifact: Path, folder: Path, *, say: Say = _quiet, identity: Path | None = None) -> float:
+def restore_tar(artifact: Path, folder: Path, *, say: Say = _quiet, identity: Sequence[Path] | None = None) -> float:
     """``zstd -dc ARTIFACT | tar -x`` into ``folder``: names, links, modes and times, sparse files kept sparse.
 
     As root, tar also gives every file back its owner, as a restore should.
@@ -207,7 +207,7 @@ def restore_tar(artifact: Path, folder: Path, *, say: Say = _quiet, identity: Pa
 
 
 def restore_file(artifact: Path, dest: Path, *, say: Say = _quiet,
-                 identity: Path | None = None) -> tuple[int, str, float]:
+                 identity: Sequence[Path] | None = None) -> tuple[int, str, float]:
     """Decompress ``artifact`` into the new file ``dest`` (a manual copy); return (bytes, sha256, seconds)."""
     import zstandard
 

@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ class Copia:
     kind: str
     row: dict[str, Any] | None = None
     #: The private key file that decrypts an encrypted artifact (``.zst.age``); None for the others.
-    identity: Path | None = None
+    identity: Sequence[Path] | None = None
 
     @property
     def figures(self) -> dict | None:
@@ -298,7 +298,7 @@ class Salida:
     lines: list[str]
 
 
-def unlock(copia: Copia, identity: str | Path | None, say: Say = _quiet) -> None:
+def unlock(copia: Copia, identity: str | Path | Sequence[str | Path] | None, say: Say = _quiet) -> None:
     """For an encrypted artifact: check ``identity`` opens it (age decrypts its first chunk) and keep it on ``copia``.
 
     :raises UsoIncorrecto: no identity, or an unreadable file (nothing can be restored without it).
@@ -315,12 +315,12 @@ def unlock(copia: Copia, identity: str | Path | None, say: Say = _quiet) -> None
     problem = cifrado.opens(copia.path, key)
     if problem:
         raise RestauracionError(f"{problem} No se restauró nada.")
-    say(f"Copia cifrada con age: la clave privada {key} la descifra.")
+    say(f"Copia cifrada con age: la clave privada {', '.join(map(str, key))} la descifra.")
     copia.identity = key
 
 
 def restaurar(what: str, destination: str, *, inventory: Any | None, base_name: str | None = None,
-              say: Say = _quiet, identity: str | Path | None = None) -> Salida:
+              say: Say = _quiet, identity: str | Path | Sequence[str | Path] | None = None) -> Salida:
     """The command ``respaldo restaurar``: check, restore into a new destination, say what came back.
 
     Exit code 0 restored (and matching the copy's figures when it recorded some), 1 not restored or
