@@ -16,9 +16,10 @@ Why these tools:
 
 Without the private key a stored artifact can still be judged: its sums (the ``.sha256`` file and the
 register), which catch any cut or altered byte, and the age structure (:func:`structure`: the
-header, its recipient stanzas, a payload length age could have written). Only a holder of the key can read the zstd stream and the
-format inside; before encrypting, ``verificar_fecha`` read that plaintext whole, as it does for every
-copy, and ``comprimir`` checks that what it encrypted is exactly the verified stream.
+header, its recipient stanzas, a payload length age could have written). Only a holder of the key
+can read the zstd stream and the format inside; before encrypting, ``verificar_fecha`` read that
+plaintext whole, as it does for every copy, and ``comprimir`` checks that what it encrypted is
+exactly the verified stream.
 
 The recipients are checked when the inventory is read (:func:`check_recipient`), with no import of
 pyrage (DAG files must parse fast): the bech32 checksum of an ``age1…`` key, the blob of an
