@@ -270,16 +270,17 @@ def test_each_kind_of_bad_recipient_gets_its_reason(value, problem):
         cifrado.check_recipient(value)
 
 
-def test_what_age_keygen_and_ssh_keygen_make_is_accepted_and_pyrage_agrees(tmp_path):
-    import pyrage
-
-    for number in range(5):
-        public = age_keygen(tmp_path / f"k{number}.txt")
+def test_what_age_keygen_and_ssh_keygen_make_is_accepted_and_age_encrypts_to_it(tmp_path):
+    keys = [age_keygen(tmp_path / f"k{number}.txt") for number in range(3)] + [ssh_keygen(tmp_path / "id")]
+    for public in keys:
         assert cifrado.check_recipient(public) == public
-        pyrage.x25519.Recipient.from_str(public)
-    ssh = ssh_keygen(tmp_path / "id")
-    assert cifrado.check_recipient(ssh) == ssh
-    pyrage.ssh.Recipient.from_str(ssh)
+        done = subprocess.run(["age", "-r", public], input=b"hola", capture_output=True)
+        assert done.returncode == 0, done.stderr
+    mistyped = keys[0][:-1] + ("q" if keys[0][-1] != "q" else "p")
+    refused = subprocess.run(["age", "-r", mistyped], input=b"hola", capture_output=True)
+    assert refused.returncode != 0  # age agrees: the checksum is what catches the typo
+    with pytest.raises(ValueError, match="suma de control"):
+        cifrado.check_recipient(mistyped)
 
 
 def test_the_structure_check_without_the_key_finds_a_cut_inside_a_chunk_and_a_foreign_file(cifradas, tmp_path):

@@ -20,7 +20,6 @@ import datetime as dt
 import errno
 import fcntl
 import hashlib
-import io
 import logging
 import os
 import re
@@ -88,8 +87,9 @@ def _compressor(size: int | None = None) -> zstandard.ZstdCompressor:
 class _HashingWriter:
     """File writer that hashes what it writes and (with ``total``) logs progress every few seconds."""
 
-    def __init__(self, handle, total: int | None, log: logging.Logger):
+    def __init__(self, handle, total: int | None, log: logging.Logger, tee=None):
         self.handle = handle
+        self.tee = tee  # also gets every byte written (an age encryptor), after the file
         self.digest = hashlib.sha256()
         self.written = 0
         self.total = total
@@ -101,6 +101,8 @@ class _HashingWriter:
 
     def write(self, data: bytes) -> int:
         self.handle.write(data)
+        if self.tee is not None:
+            self.tee.write(data)
         self.digest.update(data)
         self.written += len(data)
         now = time.monotonic()
@@ -219,16 +221,26 @@ def _write_new_artifact(final: Path, fill: Callable[[_HashingWriter], None], tot
     return writer
 
 
-def _encrypting(stream, recipients: Sequence[str]) -> tuple[Callable[[_HashingWriter], None], hashlib._Hash]:
-    """A ``fill`` that encrypts ``stream`` with age, and the sum of what went into age (the zstd stream)."""
+def _encrypting(stream, recipients: Sequence[str], plain=None) -> Callable[[_HashingWriter], None]:
+    """A ``fill`` that pours ``stream`` (a zstd stream, or its compressor's reader) through ``age -r …``.
+
+    ``plain``, when given, hashes what went into age (to compare with the stream that was verified).
+    """
     from respaldo.ciclo import cifrado
 
-    plain = hashlib.sha256()
-
     def fill(writer: _HashingWriter) -> None:
-        cifrado.encrypt(io.BufferedReader(cifrado.HashingSource(stream, plain), CHUNK), writer, list(recipients))
+        sealing = cifrado.Cifrador(writer, recipients)
+        try:
+            while block := stream.read(CHUNK):
+                if plain is not None:
+                    plain.update(block)
+                sealing.write(block)
+        except BaseException:
+            sealing.abort()
+            raise
+        sealing.close()
 
-    return fill, plain
+    return fill
 
 
 def _check_encrypted(final: Path, log: logging.Logger) -> str:
@@ -255,7 +267,7 @@ def compress(source: Path, final: Path, log: logging.Logger, *, recipients: Sequ
     compressor = _compressor(original)
     with open(source, "rb") as reader:
         if recipients:
-            fill, _ = _encrypting(compressor.stream_reader(reader, size=original, read_size=CHUNK), recipients)
+            fill = _encrypting(compressor.stream_reader(reader, size=original, read_size=CHUNK), recipients)
         else:
             def fill(writer: _HashingWriter) -> None:
                 compressor.copy_stream(reader, writer, size=original, read_size=CHUNK, write_size=CHUNK)
@@ -302,43 +314,98 @@ def grow_pipe(handle) -> None:
         fcntl.fcntl(handle.fileno(), F_SETPIPE_SZ, 1 << 20)
 
 
+@dataclass(frozen=True)
+class Sealed:
+    """The age-encrypted twin of a compressed copy, written beside it in staging while the copy ran."""
+
+    path: Path
+    bytes: int
+    sha256: str
+
+    def as_xcom(self) -> dict:
+        return {"path": str(self.path), "bytes": self.bytes, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class Compressed:
+    """What :func:`copy_compressed` wrote: sizes and sum of the zstd stream, and its encrypted twin if asked."""
+
+    original: int
+    compressed: int
+    sha256: str
+    sealed: Sealed | None = None
+
+
+def sealed_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".age")
+
+
 def copy_compressed(argv: Sequence[str], dest: Path, *, env: Mapping[str, str], log: logging.Logger, what: str,
                     secrets: Sequence[str] = (), ok_codes: Sequence[int] = (0,),
-                    explain: Callable[[str, int], str] | None = None) -> tuple[int, int, str]:
-    """Run a tool and compress its output into ``dest`` as it arrives; return (original, compressed, sha256).
+                    explain: Callable[[str, int], str] | None = None, recipients: Sequence[str] = ()) -> Compressed:
+    """Run a tool and compress its output into ``dest`` as it arrives.
 
     For copies too big to land uncompressed on the local disk (virtual-server images): only the
     compressed result is ever written. A failure or a kill removes ``dest``.
+
+    With ``recipients`` the same zstd stream also goes through ``age -r …`` into ``dest.age`` as it is
+    written (age on another core, overlapping the dump): ``verificar_fecha`` then reads the plaintext
+    ``dest`` whole, and ``comprimir`` only gives ``dest.age`` its final name. Both are the very same
+    bytes, hashed once each here.
     """
-    dest.unlink(missing_ok=True)
+    from respaldo.ciclo import cifrado
+
+    sealed_file = sealed_path(dest)
+    for path in (dest, sealed_file):
+        path.unlink(missing_ok=True)
     compressor = _compressor()
-    with tempfile.TemporaryFile() as stderr:
+    sealed_writer = sealing = None
+    with tempfile.TemporaryFile() as stderr, contextlib.ExitStack() as files:
         proc = subprocess.Popen(  # noqa: S603 - argv is built by respaldo, never by a shell
             list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, env=dict(env)
         )
         try:
             grow_pipe(proc.stdout)
             reader = _CountingReader(proc.stdout, log, what)
+            if recipients:
+                sealed_handle = files.enter_context(open(sealed_file, "xb"))  # noqa: SIM115 - the stack closes it
+                sealed_writer = _HashingWriter(sealed_handle, None, log)
+                sealing = cifrado.Cifrador(sealed_writer, recipients)
             with open(dest, "xb") as handle:
-                writer = _HashingWriter(handle, None, log)
+                writer = _HashingWriter(handle, None, log, tee=sealing)
                 compressor.copy_stream(reader, writer, read_size=CHUNK, write_size=CHUNK)
                 handle.flush()
                 os.fsync(handle.fileno())
+            if sealing is not None:
+                sealing.close()
+                sealing = None
+                sealed_handle.flush()
+                os.fsync(sealed_handle.fileno())
             returncode = proc.wait()
         except BaseException as err:
             proc.kill()
             proc.wait()
-            dest.unlink(missing_ok=True)
+            if sealing is not None:
+                sealing.abort()
+            for path in (dest, sealed_file):
+                path.unlink(missing_ok=True)
             if isinstance(err, OSError) and err.errno == errno.ENOSPC:
                 raise CopyError(f"{what}: {no_space_message(dest.parent)}") from err
             raise
         stderr.seek(0)
         error_text = stderr.read().decode("utf-8", "replace").strip()
-    check_exit(what, returncode, error_text, dest, log=log, ok_codes=ok_codes, secrets=secrets, explain=explain)
+    try:
+        check_exit(what, returncode, error_text, dest, log=log, ok_codes=ok_codes, secrets=secrets, explain=explain)
+    except BaseException:
+        sealed_file.unlink(missing_ok=True)
+        raise
     elapsed = time.monotonic() - reader.started
-    log.info("%s terminó: %s copiados, %s comprimidos, en %.1f s (%s/s)", what, human_bytes(reader.count),
-             human_bytes(writer.written), elapsed, human_bytes(reader.count / max(elapsed, 1e-9)))
-    return reader.count, writer.written, writer.digest.hexdigest()
+    log.info("%s terminó: %s copiados, %s comprimidos%s, en %.1f s (%s/s)", what, human_bytes(reader.count),
+             human_bytes(writer.written), " y cifrados con age" if recipients else "", elapsed,
+             human_bytes(reader.count / max(elapsed, 1e-9)))
+    sealed = (Sealed(sealed_file, sealed_writer.written, sealed_writer.digest.hexdigest())
+              if sealed_writer is not None else None)
+    return Compressed(reader.count, writer.written, writer.digest.hexdigest(), sealed)
 
 
 def place_compressed(staged: Path, final: Path, sha256: str, original_bytes: int, log: logging.Logger, *,
@@ -355,8 +422,9 @@ def place_compressed(staged: Path, final: Path, sha256: str, original_bytes: int
                  sha256)
         return Artifact(final, original_bytes, final.stat().st_size, sha256, compression_label(False))
     size = staged.stat().st_size
+    plain = hashlib.sha256()
     with open(staged, "rb") as reader:
-        fill, plain = _encrypting(reader, recipients)
+        fill = _encrypting(reader, recipients, plain)
 
         def checked_fill(writer: _HashingWriter) -> None:
             fill(writer)
@@ -371,6 +439,24 @@ def place_compressed(staged: Path, final: Path, sha256: str, original_bytes: int
              "%s; %s; sha256 del archivo cifrado %s) en %.1f s", final, human_bytes(writer.written), sha256, structure,
              writer.digest.hexdigest(), time.monotonic() - writer.started)
     return Artifact(final, original_bytes, final.stat().st_size, writer.digest.hexdigest(), compression_label(True))
+
+
+def place_sealed(sealed: dict, final: Path, plain_sha256: str, original_bytes: int, log: logging.Logger) -> Artifact:
+    """Give the encrypted twin ``copia`` wrote (see :func:`copy_compressed`) its final name, with its ``.sha256``.
+
+    ``sealed`` is its XCom (path, bytes, sha256); its bytes must still be those, and its age structure whole.
+    """
+    staged = Path(sealed["path"])
+    if not staged.is_file() or staged.stat().st_size != sealed["bytes"]:
+        raise ArtifactError(f"La copia cifrada {staged.name} ya no está o cambió de tamaño desde que se tomó; vuelva "
+                            "a ejecutar desde «copia».")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _publish(staged, final, sealed["sha256"], log)
+    structure = _check_encrypted(final, log)
+    log.info("Respaldo %s (%s, comprimido y cifrado con age al copiar: lo cifrado es la copia que verificar_fecha "
+             "leyó completa, sha256 %s; %s; sha256 del archivo cifrado %s)", final, human_bytes(sealed["bytes"]),
+             plain_sha256, structure, sealed["sha256"])
+    return Artifact(final, original_bytes, final.stat().st_size, sealed["sha256"], compression_label(True))
 
 
 def remove_staging(path: Path) -> None:

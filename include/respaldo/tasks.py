@@ -20,6 +20,7 @@ from respaldo.errors import DateCheckError, RespaldoError
 from respaldo.inventory import target_from
 from respaldo.process import human_bytes
 from respaldo.sources import TargetBase, source_for
+from respaldo.sources.base import recipients_of
 
 log = logging.getLogger("respaldo")
 
@@ -66,6 +67,8 @@ def copia(target: dict[str, Any], settings: dict[str, Any], **context: Any) -> d
     }
     if result.compressed:
         done.update(compressed=True, original_bytes=result.original_bytes, sha256=result.sha256)
+    if result.sealed is not None:
+        done["sealed"] = result.sealed.as_xcom()
     if result.figures is not None:
         done["figures"] = result.figures
     return done
@@ -189,10 +192,12 @@ def comprimir(target: dict[str, Any], settings: dict[str, Any], checked: dict[st
         raise RespaldoError(f"La copia {staging} ya no está; vuelva a ejecutar desde «copia».")
     backup_at = dt.datetime.fromisoformat(checked["backup_at"]).astimezone(zoneinfo.ZoneInfo(settings["timezone"]))
     extension = checked.get("extension") or source_for(model.kind).extension
-    recipients = list(model.encryption.recipients) if model.encryption else []
+    recipients = recipients_of(model)
     final = artifacts.artifact_path(settings["root"], model.frequency, model.id, backup_at, extension,
                                     encrypted=bool(recipients))
-    if checked.get("compressed"):
+    if recipients and checked.get("sealed"):  # encrypted by copia as it compressed: only a name to give
+        artifact = artifacts.place_sealed(checked["sealed"], final, checked["sha256"], checked["original_bytes"], log)
+    elif checked.get("compressed"):
         artifact = artifacts.place_compressed(staging, final, checked["sha256"], checked["original_bytes"], log,
                                               recipients=recipients)
     else:

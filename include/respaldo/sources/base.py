@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from respaldo.ciclo.cifrado import Encryption
 
 if TYPE_CHECKING:
+    from respaldo.artifacts import Sealed
     from respaldo.integridad import Verification
 
 #: Target ids and frequency class names become path components, Airflow task-group ids and DAG ids,
@@ -89,6 +90,13 @@ class CopyResult:
     original_bytes: int | None = None
     sha256: str | None = None
     figures: dict | None = None
+    #: The age-encrypted twin of a copy compressed on the fly (see :func:`respaldo.artifacts.copy_compressed`).
+    sealed: Sealed | None = None
+
+
+def recipients_of(target: TargetBase) -> list[str]:
+    """The age recipients a target's copies are encrypted to (its ``encryption``, as the task got it); [] for none."""
+    return list(target.encryption.recipients) if target.encryption is not None else []
 
 
 class Source(ABC):
