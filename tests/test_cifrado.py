@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 from conftest import DRILL_PG_CONN, ROOT, register_rows_of, write_inventory
+from test_artifacts import original, tiny_disk  # noqa: F401 - fixtures shared with the plain artifacts' tests
 from test_backup_files import make_tree, snapshot
 
 from devtools.demo_data import table_checksums_sql
-from respaldo import cli, integridad
+from respaldo import artifacts, cli, integridad
 from respaldo.ciclo import cifrado
+from respaldo.errors import ArtifactError
 
 RESPALDO = str(ROOT / ".venv/bin/respaldo")
 KEY = uuid.uuid4().hex[:6]
@@ -307,3 +309,30 @@ def test_the_dag_docs_say_how_to_restore_an_encrypted_copy(cifradas):
         dag = DagBag(dag_folder=str(ROOT / "dags")).get_dag("respaldo_diario")
     assert "age -d -i CLAVE_PRIVADA ARCHIVO.zst.age | zstd -dc" in dag.doc_md
     assert f"`{FILES_ID}`, `{PG_ID}`" in dag.doc_md
+
+
+def test_a_full_disk_while_encrypting_fails_plainly_and_leaves_nothing_half_written(
+        original, tiny_disk, tmp_path):  # noqa: F811 - the fixtures imported above
+    import logging
+
+    public = age_keygen(tmp_path / "k.txt")
+    earlier = tiny_disk / "anterior.dump.zst.age"
+    earlier.write_bytes(b"respaldo anterior")
+    with pytest.raises(ArtifactError) as failure:
+        artifacts.compress(original, tiny_disk / "x.dump.zst.age", logging.getLogger("test"), recipients=[public])
+    assert "No hay espacio en disco" in str(failure.value) and str(tiny_disk) in str(failure.value)
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["anterior.dump.zst.age"]
+    assert earlier.read_bytes() == b"respaldo anterior"
+
+
+def test_an_encrypted_artifact_is_what_age_and_zstd_give_back_byte_for_byte(original, tmp_path):  # noqa: F811
+    import hashlib
+    import logging
+
+    key = tmp_path / "k.txt"
+    public = age_keygen(key)
+    made = artifacts.compress(original, tmp_path / "x.dump.zst.age", logging.getLogger("test"), recipients=[public])
+    assert made.compression == "zstd-3+age" and made.path.name.endswith(".zst.age")
+    back = subprocess.run(f"age -d -i '{key}' '{made.path}' | zstd -dc", shell=True, capture_output=True, check=True)
+    assert hashlib.sha256(back.stdout).digest() == hashlib.sha256(original.read_bytes()).digest()
+    assert made.sha256 == hashlib.sha256(made.path.read_bytes()).hexdigest()
