@@ -298,10 +298,6 @@ class Inventory(InventoryHead):
                 return target
         raise KeyError(target_id)
 
-    def encryption_of(self, target: TargetBase) -> Encryption | None:
-        """A target's encryption: its own ``encryption``, else its frequency class's, else none."""
-        return target.encryption or self.frequencies[target.frequency].encryption
-
     def task_settings(self, dag_id: str) -> dict[str, Any]:
         """What every task of a backup DAG is handed besides its target: small, JSON-friendly, no secrets.
 

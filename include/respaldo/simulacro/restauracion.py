@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -91,8 +92,11 @@ def _decrypting(handle, identity: Sequence[Path] | None, errors) -> subprocess.P
 
 
 def _age_failure(age: subprocess.Popen | None, errors, identity: Sequence[Path] | None, name: str) -> str | None:
-    """Why age could not decrypt the whole artifact, or None (not encrypted, or decrypted to its last chunk)."""
-    if age is None or age.wait() == 0:
+    """Why age could not decrypt the whole artifact, or None (not encrypted, or decrypted to its last chunk).
+
+    age ended by SIGPIPE was cut off downstream (the tool stopped reading): the tool's failure says why.
+    """
+    if age is None or age.wait() in (0, -signal.SIGPIPE):
         return None
     from respaldo.ciclo.cifrado import explain
 
