@@ -336,3 +336,16 @@ def test_an_encrypted_artifact_is_what_age_and_zstd_give_back_byte_for_byte(orig
     back = subprocess.run(f"age -d -i '{key}' '{made.path}' | zstd -dc", shell=True, capture_output=True, check=True)
     assert hashlib.sha256(back.stdout).digest() == hashlib.sha256(original.read_bytes()).digest()
     assert made.sha256 == hashlib.sha256(made.path.read_bytes()).hexdigest()
+
+
+def test_the_encrypted_twin_is_reread_against_the_sum_taken_while_age_wrote_it(cifradas, tmp_path):
+    row = cifradas.rows[PG_ID]
+    artifact = cifradas.artifact(PG_ID)
+    problem, checked = cifrado.check_written(artifact, row["sha256"], row["compressed_bytes"])
+    assert problem is None and checked.startswith("suma SHA-256 igual a la calculada al cifrar y age v1")
+    altered = tmp_path / artifact.name
+    data = bytearray(artifact.read_bytes())
+    data[-100] ^= 1
+    altered.write_bytes(bytes(data))
+    problem, _ = cifrado.check_written(altered, row["sha256"], row["compressed_bytes"])
+    assert problem.startswith(f"La copia cifrada {artifact.name} no es la que se escribió")

@@ -444,7 +444,9 @@ def place_compressed(staged: Path, final: Path, sha256: str, original_bytes: int
 def place_sealed(sealed: dict, final: Path, plain_sha256: str, original_bytes: int, log: logging.Logger) -> Artifact:
     """Give the encrypted twin ``copia`` wrote (see :func:`copy_compressed`) its final name, with its ``.sha256``.
 
-    ``sealed`` is its XCom (path, bytes, sha256); its bytes must still be those, and its age structure whole.
+    ``sealed`` is its XCom (path, bytes, sha256); ``verificar_fecha`` re-read it against that sum
+    (:func:`respaldo.ciclo.cifrado.check_written`); here its size must still be the same and, once named,
+    its age structure whole.
     """
     staged = Path(sealed["path"])
     if not staged.is_file() or staged.stat().st_size != sealed["bytes"]:

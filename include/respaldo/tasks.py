@@ -12,10 +12,12 @@ import datetime as dt
 import logging
 import os
 import zoneinfo
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from respaldo import artifacts, entrega, fallas, formulario, integridad, intentos, register
+from respaldo.ciclo import cifrado
 from respaldo.errors import DateCheckError, RespaldoError
 from respaldo.inventory import target_from
 from respaldo.process import human_bytes
@@ -122,14 +124,24 @@ def _verify_system_date(model: TargetBase, settings: dict[str, Any], copy: dict[
     path = _staged(copy)
     if path.stat().st_size == 0:
         raise DateCheckError(f"La copia {path.name} está vacía.")
-    verified = integridad.verify_staged(path, expected_sha256=copy.get("sha256"),
-                                        original_bytes=copy.get("original_bytes"))
+    sealed = copy.get("sealed")
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the encrypted twin is re-read beside the plaintext
+        twin = pool.submit(cifrado.check_written, Path(sealed["path"]), sealed["sha256"], sealed["bytes"]) if sealed \
+            else None
+        verified = integridad.verify_staged(path, expected_sha256=copy.get("sha256"),
+                                            original_bytes=copy.get("original_bytes"))
+        twin_problem, twin_checked = twin.result() if twin else (None, "")
     if not verified.intact:
         for problem in verified.problems[1:]:
             log.warning("Además: %s", problem)
         raise DateCheckError(verified.reason)
+    if twin_problem:
+        raise DateCheckError(twin_problem)
     log.info("Copia íntegra (%s): %s leídos, %s descomprimidos, en %.1f s", verified.format,
              human_bytes(verified.stored_bytes), human_bytes(verified.decompressed_bytes), verified.seconds)
+    if twin:
+        log.info("Copia cifrada %s comprobada: cifra exactamente la copia verificada (sha256 %s); %s",
+                 Path(sealed["path"]).name, copy.get("sha256"), twin_checked)
     stamp = source_for(model.kind).read_stamp(model, path, verified)
     now = _utcnow()
     window_start = dt.datetime.fromisoformat(copy["started_at"]).replace(microsecond=0)

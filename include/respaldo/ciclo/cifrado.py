@@ -369,6 +369,33 @@ def structure(path: Path) -> Estructura:
     return Estructura(None, tuple(stanzas), chunks)
 
 
+def check_written(path: Path, sha256: str, size: int) -> tuple[str | None, str]:
+    """Re-read an encrypted copy just written: (problem or None, what was checked).
+
+    Its bytes must be the ones hashed while age wrote them, and its age structure whole. ``verificar_fecha``
+    runs this in a thread beside its read of the plaintext (hashing releases the GIL): the check costs
+    no extra wall time on a machine with two cores.
+    """
+    import hashlib
+
+    name = path.name
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+            read = handle.tell()
+    except OSError as err:
+        return f"No se pudo releer la copia cifrada {name}: {err.strerror}.", ""
+    if read != size or digest.hexdigest() != sha256:
+        return (f"La copia cifrada {name} no es la que se escribió ({read} bytes, {size} al escribirla, o su suma "
+                "SHA-256 cambió): el disco de preparación falla o alguien la tocó.", "")
+    found = structure(path)
+    if found.problem:
+        return found.problem, ""
+    return None, f"suma SHA-256 igual a la calculada al cifrar y {found.describe()}"
+
+
 # --- decrypting (Debian's age CLI) --------------------------------------------------------------------
 
 
