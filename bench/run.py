@@ -637,17 +637,23 @@ ALONE_START = "<!-- bench.simulacro alone: start -->"
 ALONE_END = "<!-- bench.simulacro alone: end -->"
 
 
-def _only_drills(rounds: int, rows_big: int) -> int:
-    """Section 11 alone: its own cluster with the 1 GB database, its own register; rows into RESULTS.md."""
+def _alone(name: str) -> Bench:
+    """The setting of a section run alone: a fresh work folder, no Airflow metadata DB, a register of its own."""
     preflight()
     key = uuid.uuid4().hex[:8]
-    run_dir = WORK / "simulacro"
+    run_dir = WORK / name
     shutil.rmtree(run_dir, ignore_errors=True)
     logs = WORK / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     run_dir.mkdir(parents=True)
-    bench = Bench(key=key, run_dir=run_dir, logs=logs, metadata_db="respaldo_bench_sin_metadatos",
-                  register_db=f"respaldo_bench_registro_{key}")
+    return Bench(key=key, run_dir=run_dir, logs=logs, metadata_db="respaldo_bench_sin_metadatos",
+                 register_db=f"respaldo_bench_registro_{key}")
+
+
+def _only_drills(rounds: int, rows_big: int) -> int:
+    """Section 11 alone: its own cluster with the 1 GB database, its own register; rows into RESULTS.md."""
+    bench = _alone("simulacro")
+    run_dir, logs = bench.run_dir, bench.logs
     load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     try:
         _system_sql(f'CREATE DATABASE "{bench.register_db}"')
@@ -696,15 +702,8 @@ def _replace_block(start: str, end: str, block: str) -> None:
 
 def _only_encryption(rounds: int, rows_big: int, rows_small: int) -> int:
     """Section 14 alone: its own cluster with the 1 GB and 100 MB databases; rows into RESULTS.md."""
-    preflight()
-    key = uuid.uuid4().hex[:8]
-    run_dir = WORK / "cifrado"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    logs = WORK / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    run_dir.mkdir(parents=True)
-    bench = Bench(key=key, run_dir=run_dir, logs=logs, metadata_db="respaldo_bench_sin_metadatos",
-                  register_db=f"respaldo_bench_registro_{key}")
+    bench = _alone("cifrado")
+    run_dir = bench.run_dir
     load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     data: dict = {"plain": [], "sealed": [], "sealed_small": []}
     try:
