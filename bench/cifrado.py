@@ -97,4 +97,5 @@ HOW = ("- 14: `bench/cifrado.py`, run alone by `python -m bench.run --only cifra
        "(`bench/chain.py`, the four callables of `respaldo.tasks` in one process); encrypted, the target carries "
        "`encryption: {recipients: [age1…]}` from a fresh `age-keygen`. `copia` then writes the zstd stream to its "
        "file and into `age -r` (a child process) whose output a thread hashes and writes beside it; "
-       "`verificar_fecha` reads the plaintext as always; `comprimir` links the `.zst.age`. Peaks as in 6.")
+       "`verificar_fecha` reads the plaintext as always and, in a thread beside it, re-reads the `.zst.age` "
+       "against the sum taken while age wrote it; `comprimir` links the `.zst.age`. Peaks as in 6.")

@@ -234,6 +234,12 @@ def test_a_drill_decrypts_with_its_drill_identity_or_fails_saying_why(cifradas, 
     [row] = register_rows_of("simulacro", id=failed["simulacro"])
     assert row["verdict"] == "fallido" and "drill_identity" in row["error"]
 
+    elsewhere = target.model_copy(update={"encryption": target.encryption.model_copy(
+        update={"drill_identity": str(cifradas.base / "no-existe.txt")})})
+    missing = ejercicio.drill(elsewhere, settings, ejercicio.Ejecucion("respaldo_simulacro", f"prueba_{KEY}_3"))
+    assert missing["veredicto"] == "fallido"
+    assert "(`encryption.drill_identity`) no existe o no se puede leer en esta máquina" in missing["motivo"]
+
 
 def test_validate_names_a_bad_recipient_and_refuses_a_private_key_without_repeating_it(tmp_path):
     secret = "AGE-SECRET-KEY-1" + "Q" * 58

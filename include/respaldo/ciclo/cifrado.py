@@ -410,8 +410,7 @@ def check_identity(identity: str | Path | Sequence[str | Path] | None, artifact:
     for item in [identity] if isinstance(identity, (str, Path)) else identity:
         path = Path(item)
         if not path.is_file():
-            raise CifradoError(f"No existe el archivo de clave privada {path} (--identidad): sin él no se puede "
-                               f"descifrar {artifact.name}.")
+            raise CifradoError(f"No existe el archivo de clave privada {path} (--identidad); revise la ruta.")
         try:
             with open(path, "rb"):
                 pass

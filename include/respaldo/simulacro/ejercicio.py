@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import logging
+import os
 import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,7 +221,7 @@ def drill(target: Any, settings: dict[str, Any], run: Ejecucion) -> dict[str, An
     return outcome
 
 
-def _drill_identity(target: Any, artifact: Path) -> Path | None:
+def _drill_identity(target: Any, artifact: Path) -> list[Path] | None:
     """The private key file a drill decrypts an encrypted copy with (``encryption.drill_identity``).
 
     The server keeps only public keys: without a drill identity on this machine an encrypted copy
@@ -237,10 +238,11 @@ def _drill_identity(target: Any, artifact: Path) -> Path | None:
             f"la copia {artifact.name} está cifrada con age y el inventario no indica `encryption.drill_identity` (la "
             "ruta del archivo de clave privada en la máquina de los simulacros): sin ella no se puede descifrar ni "
             "restaurar, así que el simulacro no puede probarla")
-    try:
-        return cifrado.check_identity(path, artifact)
-    except cifrado.CifradoError as err:
-        raise destino.RestauracionError(f"{err} (encryption.drill_identity)") from err
+    if not os.access(path, os.R_OK) or not Path(path).is_file():
+        raise destino.RestauracionError(
+            f"el archivo de clave de los simulacros {path} (`encryption.drill_identity`) no existe o no se puede "
+            f"leer en esta máquina: sin él no se puede descifrar {artifact.name}")
+    return cifrado.check_identity(path, artifact)
 
 
 def _reason(err: BaseException) -> str:
