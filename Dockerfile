@@ -8,7 +8,8 @@
 #     ships PGDG's *newest* postgresql-client, whose pg_dump writes archives an older pg_restore
 #     cannot read. So we install postgresql-client-${PG_MAJOR} and put its bin directory first on
 #     PATH, so the pg_wrapper in /usr/bin can never pick another installed major.
-#   - zstd (step 5, and restoring by hand), openssh-client (remote second copies),
+#   - zstd (step 5, and restoring by hand), age (encrypted copies: `encryption` in the inventory),
+#     openssh-client (remote second copies),
 #     fonts-dejavu-core (the FT-GTI-004 PDF: DejaVu Sans prints accents and ñ),
 #     default-mysql-client (mariadb / mariadb-dump for MySQL and MariaDB sources; the base image's
 #     mariadb-client from MariaDB's repository satisfies it).
@@ -41,6 +42,7 @@ RUN set -eux; \
     apt-get install -y --no-install-recommends \
         "postgresql-client-${PG_MAJOR}" \
         zstd \
+        age \
         openssh-client \
         default-mysql-client \
         fonts-dejavu-core \

@@ -27,6 +27,8 @@ What it does (3 to 4 minutes on a 2-core machine; everything big it makes is rem
 12. The register's pages (``bench.registro``, runs alone too): a 100,000-row register served by a real
     api-server; server time of the first page, a filtered month, other filters, and the month's XLSX and
     PDF sheet of 3,000 lines.
+16. Encryption with age (``bench.cifrado``): the four tasks on the 1 GB database encrypted against the same
+    chain plain, memory flat, and ``age -d | zstd -t`` of the artifact; ``--only cifrado`` runs it alone.
 13. Restores and drills (``bench.simulacro``): what the snapshot-consistent row counts add to ``copia`` on the
     1 GB database, and ``respaldo restaurar`` of the 1 GB artifact against ``zstd -dc X | pg_restore -d NEW``;
     ``--only simulacro`` runs this section alone (its own cluster and 1 GB database, about 6 minutes) and
@@ -65,7 +67,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import externo, registro, retencion, seguimiento, simulacro, sources  # noqa: E402
+from bench import cifrado, externo, registro, retencion, seguimiento, simulacro, sources  # noqa: E402
 from bench.procs import Measured, measure  # noqa: E402
 from devtools.demo_data import financiero_sql  # noqa: E402
 from devtools.servers import PG_BIN, PostgresServer  # noqa: E402
@@ -246,17 +248,19 @@ def _clear_artifacts(root: Path) -> None:
     os.sync()  # the next measurement starts with nothing of this one left to write back
 
 
-def run_chain(bench: Bench, database: str, tag: str, keep: bool = False) -> dict:
+def run_chain(bench: Bench, database: str, tag: str, keep: bool = False, extra: dict | None = None) -> dict:
     root = bench.run_dir / "root"
     settings = {"root": str(root), "timezone": "America/Bogota", "register_conn_id": "respaldo_registro",
                 "dag_id": "respaldo_financiero"}
     out = bench.run_dir / f"chain-{tag}.json"
-    measured = measure([PY, "-m", "bench.chain", json.dumps(_target(bench, database)), json.dumps(settings),
+    target = {**_target(bench, database), **(extra or {})}
+    measured = measure([PY, "-m", "bench.chain", json.dumps(target), json.dumps(settings),
                         f"bench__{tag}__{bench.key}", str(out)],
                        env=bench.airflow_env(), cwd=ROOT, log_path=bench.logs / f"chain-{tag}.log")
     result = json.loads(out.read_text())
     result["process_wall_s"] = measured.wall_s
     result["pg_dump_peak_kib"] = measured.peak_of("pg_dump")
+    result["age_peak_kib"] = measured.peak_of("age")
     if not keep:
         _clear_artifacts(root)
     return result
@@ -652,17 +656,23 @@ ALONE_START = "<!-- bench.simulacro alone: start -->"
 ALONE_END = "<!-- bench.simulacro alone: end -->"
 
 
-def _only_drills(rounds: int, rows_big: int) -> int:
-    """Section 11 alone: its own cluster with the 1 GB database, its own register; rows into RESULTS.md."""
+def _alone(name: str) -> Bench:
+    """The setting of a section run alone: a fresh work folder, no Airflow metadata DB, a register of its own."""
     preflight()
     key = uuid.uuid4().hex[:8]
-    run_dir = WORK / "simulacro"
+    run_dir = WORK / name
     shutil.rmtree(run_dir, ignore_errors=True)
     logs = WORK / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     run_dir.mkdir(parents=True)
-    bench = Bench(key=key, run_dir=run_dir, logs=logs, metadata_db="respaldo_bench_sin_metadatos",
-                  register_db=f"respaldo_bench_registro_{key}")
+    return Bench(key=key, run_dir=run_dir, logs=logs, metadata_db="respaldo_bench_sin_metadatos",
+                 register_db=f"respaldo_bench_registro_{key}")
+
+
+def _only_drills(rounds: int, rows_big: int) -> int:
+    """Section 11 alone: its own cluster with the 1 GB database, its own register; rows into RESULTS.md."""
+    bench = _alone("simulacro")
+    run_dir, logs = bench.run_dir, bench.logs
     load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     try:
         _system_sql(f'CREATE DATABASE "{bench.register_db}"')
@@ -690,13 +700,72 @@ def _only_drills(rounds: int, rows_big: int) -> int:
         simulacro.HOW,
         ALONE_END,
     ])
+    _replace_block(ALONE_START, ALONE_END, block)
+    (WORK / "results-simulacro.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    return 0
+
+
+CIFRADO_START = "<!-- bench.cifrado alone: start -->"
+CIFRADO_END = "<!-- bench.cifrado alone: end -->"
+
+
+def _replace_block(start: str, end: str, block: str) -> None:
+    """Put ``block`` (which starts with ``start`` and ends with ``end``) in RESULTS.md, in place of the old one."""
     text = RESULTS_MD.read_text(encoding="utf-8") if RESULTS_MD.exists() else ""
-    if ALONE_START in text:
-        text = text[:text.index(ALONE_START)] + block + text[text.index(ALONE_END) + len(ALONE_END):]
+    if start in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     RESULTS_MD.write_text(text, encoding="utf-8")
-    (WORK / "results-simulacro.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+
+
+def _only_encryption(rounds: int, rows_big: int, rows_small: int) -> int:
+    """Section 16 alone: its own cluster with the 1 GB and 100 MB databases; rows into RESULTS.md."""
+    bench = _alone("cifrado")
+    run_dir = bench.run_dir
+    load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    data: dict = {"plain": [], "sealed": [], "sealed_small": []}
+    try:
+        _system_sql(f'CREATE DATABASE "{bench.register_db}"')
+        start_cluster(bench)
+        load_data(bench, rows_big, rows_small)
+        identity, public = cifrado.keypair(run_dir)
+        sealed = cifrado.encryption(public)
+        run_chain(bench, bench.small_db, "warmup", extra=sealed)  # untimed: files cached, the register created
+        for r in range(rounds):
+            for what in ("plain", "sealed") if r % 2 == 0 else ("sealed", "plain"):
+                result = run_chain(bench, bench.big_db, f"cifrado-{what}-{r}",
+                                   extra=sealed if what == "sealed" else None)
+                say(f"1 GB round {r + 1}: {what} {result['work_s']:.2f} s, "
+                    f"peak {result['self_maxrss_kib'] / 1024:.0f} MiB")
+                data[what].append(result)
+            data["sealed_small"].append(run_chain(bench, bench.small_db, f"cifrado-small-{r}", extra=sealed))
+        kept = {what: run_chain(bench, bench.big_db, f"cifrado-{what}-kept", keep=True,
+                                extra=sealed if what == "sealed" else None) for what in ("plain", "sealed")}
+        data["read_back"] = {"plain": cifrado.read_back(Path(kept["plain"]["artifact"]["artifact_path"]), None),
+                             "sealed": cifrado.read_back(Path(kept["sealed"]["artifact"]["artifact_path"]), identity)}
+    finally:
+        cleanup(bench, keep=False)
+    load_after = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    rows = cifrado.build_rows(data)
+    print(text_table(rows))
+    when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    size = bench.sizes[bench.big_db]["db_bytes"] / MB
+    _replace_block(CIFRADO_START, CIFRADO_END, "\n".join([
+        CIFRADO_START,
+        f"## Section 16 run alone: encryption with age (`python -m bench.run --only cifrado`), {when}",
+        "",
+        f"{rounds} interleaved rounds, medians; {size:,.0f} MB database ({rows_big:,} rows); load average before / "
+        f"after: {load_before} / {load_after} (other engineers' test suites ran on the machine: noisy).",
+        "",
+        markdown_table(rows),
+        "",
+        cifrado.rounds_text(data),
+        "",
+        cifrado.HOW,
+        CIFRADO_END,
+    ]))
+    (WORK / "results-cifrado.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
     return 0
 
 
@@ -708,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows-maria", type=int, default=sources.MARIA_ROWS)
     parser.add_argument("--keep", action="store_true", help="keep bench/.work/run (databases are dropped anyway)")
     parser.add_argument("--no-results-md", action="store_true", help="do not rewrite bench/RESULTS.md")
-    parser.add_argument("--only", choices=["seguimiento", "simulacro"],
+    parser.add_argument("--only", choices=["seguimiento", "simulacro", "cifrado"],
                         help="run one section alone (seguimiento: results not written; simulacro: its rows go to "
                              "bench/RESULTS.md under a heading of its own)")
     args = parser.parse_args(argv)
@@ -717,6 +786,8 @@ def main(argv: list[str] | None = None) -> int:
         return _only_followup()
     if args.only == "simulacro":
         return _only_drills(args.rounds, args.rows_big)
+    if args.only == "cifrado":
+        return _only_encryption(args.rounds, args.rows_big, args.rows_small)
 
     preflight()
     key = uuid.uuid4().hex[:8]

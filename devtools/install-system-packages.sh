@@ -5,6 +5,7 @@
 #   building mysqlclient (pip):    default-libmysqlclient-dev, pkg-config
 #   the tests' real servers:       postgresql, mariadb-server (throwaway instances), openssh-server;
 #                                   strace (no-I/O checks)
+#   encrypted copies:              age (decrypts for `respaldo verificar/restaurar --identidad`, drills, tests)
 #   checking docker-compose.yaml:  docker-compose (no engine needed for `config`)
 #   the FT-GTI-004 sheet and pages: fonts-dejavu-core (the PDF's Unicode font: accents and ñ);
 #                                   the browser test: chromium (driven by Playwright, which never
@@ -12,7 +13,7 @@
 set -euo pipefail
 packages=(postgresql postgresql-client mariadb-client mariadb-server zstd openssh-client openssh-server strace
           default-libmysqlclient-dev pkg-config docker-compose python3-venv fonts-dejavu-core chromium
-          poppler-utils)
+          poppler-utils age)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -336,6 +336,7 @@ def test_the_dockerfile_installs_the_pinned_requirements():
 @pytest.mark.parametrize(("package", "why"), [
     (r'"?postgresql-client-\$\{PG_MAJOR\}"?', "pg_dump, pg_restore and psql"),
     (r"zstd", "step 5 compresses with zstd"),
+    (r"age", "encrypted copies (encryption) are written and read with age"),
     (r"openssh-client", "second copies on a remote host"),
     (r"default-mysql-client", "MySQL and MariaDB sources"),
     (r"fonts-dejavu-core", "the FT-GTI-004 PDF prints accents and ñ in DejaVu Sans"),

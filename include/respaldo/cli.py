@@ -285,7 +285,8 @@ def cmd_restaurar(args: argparse.Namespace) -> int:
         print(f"Aviso: no se pudo leer el inventario; se sigue sin registro ni servidor de simulacros.\n{err}",
               file=sys.stderr)
     try:
-        outcome = restaurar(args.copia, args.destino, inventory=inventory, base_name=args.base, say=say)
+        outcome = restaurar(args.copia, args.destino, inventory=inventory, base_name=args.base, say=say,
+                            identity=args.identidad)
     except (UsoIncorrecto, RegisterError, CopyError) as err:
         print(f"No se restauró nada: {err}", file=sys.stderr)
         return 2
@@ -345,7 +346,12 @@ def cmd_verificar(args: argparse.Namespace) -> int:
             return 0
         what = "todas las copias guardadas" if args.todo else "la copia más reciente de cada objetivo"
         print(f"Releyendo {len(rows)} respaldo(s) ({what}), cada uno completo: suma SHA-256, compresión y formato.")
-        lecturas = relectura.read(rows, inventory.register.conn_id)
+        if args.identidad:
+            from respaldo.ciclo.cifrado import check_identity
+
+            check_identity(args.identidad, Path("las copias cifradas"))
+            print(f"Las copias cifradas se descifran con: {', '.join(args.identidad)}.")
+        lecturas = relectura.read(rows, inventory.register.conn_id, identity=args.identidad)
     except RespaldoError as err:  # the inventory or the register: the check itself could not run
         print(f"No se pudo verificar: {err}", file=sys.stderr)
         return 2
@@ -496,6 +502,10 @@ def build_parser() -> argparse.ArgumentParser:
     verificar.add_argument("--objetivo", help="solo este objetivo")
     verificar.add_argument("--todo", action="store_true",
                            help="todas las copias guardadas (por defecto, la más reciente de cada objetivo)")
+    verificar.add_argument("--identidad", metavar="ARCHIVO", action="append",
+                           help="archivo de clave privada age (o llave ssh-ed25519) con el que se descifran y leen "
+                                "completas las copias cifradas (.zst.age); se puede repetir. Sin él, de esas solo se "
+                                "comprueban la suma y la estructura age")
 
     retencion = add("retencion", cmd_retencion,
                     "Retención: dice, para cada copia guardada, si se conserva o se borra y por qué (sin borrar "
@@ -527,6 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
     restaurar.add_argument("--base", metavar="BASE", help="portal: la base nueva donde restaurar su base de datos "
                            "(nombre en el servidor de simulacros o URI); por defecto, el nombre de la carpeta")
     restaurar.add_argument("--inventario", metavar="ARCHIVO", help=file_help)
+    restaurar.add_argument("--identidad", metavar="ARCHIVO", action="append",
+                           help="copias cifradas (.zst.age): el archivo de la clave privada age (el de age-keygen) o "
+                                "la llave privada ssh-ed25519 con que se descifra")
     restaurar.set_defaults(func=cmd_restaurar)
     return parser
 

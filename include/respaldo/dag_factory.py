@@ -129,6 +129,12 @@ def _doc_md(inventory: Inventory, name: str, frequency: Frequency, targets: list
                   "se escriben también ahí y se comprueba allí su suma; el resultado queda en la fila del "
                   "FT-GTI-004):", ""]
         lines += [f"- `{target_id}`: {where}" for target_id, where in externals]
+    encrypted = [t.id for t in targets if (t.encryption or frequency.encryption) is not None]
+    if encrypted:
+        lines += ["", f"**Cifradas con age** ({', '.join(f'`{t}`' for t in encrypted)}): sus copias terminan en "
+                  "`.zst.age` y en los comandos anteriores `zstd -dc ARCHIVO.zst` se cambia por "
+                  "`age -d -i CLAVE_PRIVADA ARCHIVO.zst.age | zstd -dc`. Este servidor solo tiene las claves "
+                  "públicas; la privada la guarda la oficina (ver el README)."]
     lines += [
         "",
         "**Ejecución manual:** *Trigger* con el formulario: objetivos (vacío = todos), responsable y "
@@ -173,6 +179,15 @@ def _params(targets: list[TargetBase]) -> dict[str, Any]:
     }
 
 
+def task_target(target: TargetBase, frequency: Frequency) -> dict[str, Any]:
+    """What a task is handed of its target: its inventory entry, with its class's ``encryption`` if it has none."""
+    entry = target.model_dump(mode="json")
+    encryption = target.encryption or frequency.encryption
+    if encryption is not None:
+        entry["encryption"] = encryption.model_dump(mode="json")
+    return entry
+
+
 def _target_group(dag_id: str, frequency: Frequency, target: TargetBase, settings: dict[str, Any]):
     from airflow.sdk import TaskGroup, chain
 
@@ -181,7 +196,7 @@ def _target_group(dag_id: str, frequency: Frequency, target: TargetBase, setting
     from respaldo.operators import RespaldoStepOperator
 
     source = source_for(target.kind)
-    target_dict = target.model_dump(mode="json")
+    target_dict = task_target(target, frequency)
     summary = summary_of(target)
     retries = target.retries if target.retries is not None else frequency.retries
     delay = target.retry_delay_minutes or frequency.retry_delay_minutes
@@ -413,7 +428,7 @@ def build_drill_dag(inventory: Inventory):
             doc_md="**Al terminar.** Borra lo que haya dejado un simulacro de esta ejecución que se interrumpió de "
                    "golpe y reenvía los avisos que no salieron.")
         for group, targets in groups.items():
-            entries = [{"target": t.model_dump(mode="json"),
+            entries = [{"target": task_target(t, inventory.frequencies[t.frequency]),
                         "every_days": inventory.frequencies[t.frequency].drill_every_days} for t in targets]
             with TaskGroup(group_id=group, tooltip=f"Simulacros en {pool_of(drills, group)}"):
                 choose = SimulacroOperator(

@@ -27,6 +27,7 @@ chunks wait between stages: memory stays flat whatever the size of the copy.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import heapq
@@ -38,6 +39,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -101,11 +103,16 @@ class Verification:
     seconds: float
     tables: frozenset[int] | None = None
     contents: dict | None = None
+    #: An age-encrypted artifact (``.zst.age``); ``decrypted`` when an identity let the pass read inside it.
+    encrypted: bool = False
+    decrypted: bool = False
+    #: What was checked, when it is less than everything (an encrypted artifact read without its key).
+    checked: str | None = None
 
 
 def format_of(name: str) -> Format:
-    """The format an artifact or staged copy holds, from its name (``.dump[.zst]``, ``.sql``, ``.tar``)."""
-    base = name.removesuffix(".zst")
+    """The format an artifact or staged copy holds, from its name (``.dump[.zst][.age]``, ``.sql``, ``.tar``)."""
+    base = name.removesuffix(".age").removesuffix(".zst")
     for suffix, kind in ((".dump", "postgres"), (".sql", "mysql"), (".tar", "tar")):
         if base.endswith(suffix):
             return kind  # type: ignore[return-value]
@@ -113,19 +120,29 @@ def format_of(name: str) -> Format:
 
 
 def verify_artifact(path: Path, *, expected_sha256: str | None = None, original_bytes: int | None = None,
-                    check_format: bool = True) -> Verification:
+                    check_format: bool = True, identity: str | Path | Sequence[str | Path] | None = None
+                    ) -> Verification:
     """Check a stored artifact: its ``.sha256`` file, the register's sum, zstd to the end, its format.
+
+    An encrypted artifact (``.zst.age``) is decrypted with ``identity`` (private key files, read by
+    the ``age`` command alone) and then checked the same way. Without ``identity``, or when none of
+    them is the copy's key, only what needs no key is checked: the sums of the stored bytes and the
+    age structure (``checked`` says so); a key that does not fit never makes a copy «dañada».
 
     :param path: the artifact (``….<ext>.zst``); its ``.sha256`` file must be beside it.
     :param expected_sha256: the sum recorded in the register, if known.
     :param original_bytes: the uncompressed size recorded when the copy was taken, if known.
     :param check_format: False for manual copies, whose format is whatever a person delivered: only
         the compression and the sums are checked then.
-    :raises RespaldoError: a checking tool (pg_restore, tar) is not installed, so the artifact could
-        not be judged either way.
+    :param identity: the private key file that decrypts an encrypted artifact.
+    :raises RespaldoError: a checking tool (pg_restore, tar, age) is not installed or the identity file
+        cannot be read, so the artifact could not be judged either way.
     """
-    return _verify(Path(path), sidecar=True, expected_sha256=expected_sha256, expected_from="la del registro",
-                   original_bytes=original_bytes, check_format=check_format)
+    path = Path(path)
+    if path.name.endswith(".age") and identity is None:
+        return _verify_sealed(path, expected_sha256=expected_sha256, check_format=check_format)
+    return _verify(path, sidecar=True, expected_sha256=expected_sha256, expected_from="la del registro",
+                   original_bytes=original_bytes, check_format=check_format, identity=identity)
 
 
 def verify_staged(path: Path, *, expected_sha256: str | None = None, original_bytes: int | None = None,
@@ -140,11 +157,56 @@ def verify_staged(path: Path, *, expected_sha256: str | None = None, original_by
                    check_format=check_format)
 
 
-def _verify(path: Path, *, sidecar: bool, expected_sha256: str | None, expected_from: str,
-            original_bytes: int | None, check_format: bool) -> Verification:
+def _verify_sealed(path: Path, *, expected_sha256: str | None, check_format: bool) -> Verification:
+    """An encrypted artifact without its key: the sums of the stored bytes and the age structure."""
+    from respaldo.ciclo import cifrado
+
     started = time.monotonic()
     name = path.name
-    compressed = name.endswith(".zst")
+    kind: Format = format_of(name) if check_format else "zstd"
+    if not path.is_file():
+        return _result(path, started, [f"La copia {name} no existe."], kind, 0, None, 0, _Outcome())
+    sums: list[str] = []
+    sidecar_sha = _read_sidecar(path, sums)
+    digest = hashlib.sha256()
+    stored = 0
+    try:
+        with open(path, "rb") as handle:
+            while block := handle.read(CHUNK):
+                stored += len(block)
+                digest.update(block)
+    except OSError as err:
+        return _result(path, started, [f"No se pudo leer la copia {name}: {err.strerror}."], kind, stored, None, 0,
+                       _Outcome())
+    found = cifrado.structure(path)
+    problems = [found.problem] if found.problem else []
+    sha256 = digest.hexdigest()
+    _compare_sums(name, sha256, sidecar_sha, expected_sha256, "la del registro", sums)
+    checked = (f"cifrada, sin la clave privada: suma SHA-256 del archivo cifrado ({name}.sha256"
+               f"{' y registro' if expected_sha256 else ''}) y estructura age"
+               f"{f' ({found.describe()})' if not found.problem else ''}; su contenido no se descifró "
+               "(con --identidad se lee completo)")
+    result = _result(path, started, problems + sums, kind, stored, sha256, 0, _Outcome())
+    return dataclasses.replace(result, encrypted=True, checked=checked)
+
+
+def _compare_sums(name: str, sha256: str, sidecar_sha: str | None, expected_sha256: str | None, expected_from: str,
+                  sums: list[str]) -> None:
+    if sidecar_sha is not None and sidecar_sha != sha256:
+        sums.append(f"La suma SHA-256 de {name} no coincide con la de {name}.sha256: el archivo cambió o se "
+                    "dañó después de guardado.")
+    if expected_sha256 is not None and expected_sha256 != sha256:
+        sums.append(f"La suma SHA-256 de {name} no coincide con {expected_from}: el archivo cambió o se dañó "
+                    "después de escrito.")
+
+
+def _verify(path: Path, *, sidecar: bool, expected_sha256: str | None, expected_from: str,
+            original_bytes: int | None, check_format: bool,
+            identity: str | Path | Sequence[str | Path] | None = None) -> Verification:
+    started = time.monotonic()
+    name = path.name
+    encrypted = name.endswith(".age")
+    compressed = name.removesuffix(".age").endswith(".zst")
     kind: Format = format_of(name) if check_format else "zstd"
     if not path.is_file():
         return _result(path, started, [f"La copia {name} no existe."], kind, 0, None, 0, _Outcome())
@@ -154,12 +216,18 @@ def _verify(path: Path, *, sidecar: bool, expected_sha256: str | None, expected_
     frames = _FrameWalker(name) if compressed else None
     problems: list[str] = []
     decompressed = 0
-    decode_error = None
+    decode_error = age_problem = None
+    if encrypted:
+        from respaldo.ciclo import cifrado
+
+        identity = cifrado.check_identity(identity, path)
     check = _checker(kind, name)
-    stored = feeder = None
+    stored = feeder = decrypting = None
     try:
         with open(path, "rb") as handle:
-            stored = _ReadAhead(_StoredBytes(handle, digest, frames))
+            if encrypted:  # age decrypts; the stored (encrypted) bytes are hashed as they are fed to it
+                decrypting = cifrado.Descifrado(handle, identity, digest, name=name, env=_tool_env())
+            stored = _ReadAhead(_StoredBytes(decrypting or handle, None if encrypted else digest, frames))
             feeder = _Feeder(check)
             try:
                 if compressed:
@@ -176,15 +244,21 @@ def _verify(path: Path, *, sidecar: bool, expected_sha256: str | None, expected_
                 decode_error = _zstd_problem(name, err)
             feeder.close()
             stored.finish()
+            age_problem = decrypting.finish() if decrypting is not None else None
     except BaseException as err:
-        for stage in (stored, check, feeder):  # the tools first: a feeder blocked on a pipe is then released
+        for stage in (stored, decrypting, check, feeder):  # the tools first: a blocked feeder is then released
             if stage is not None:
                 stage.abort()
         if isinstance(err, OSError) and not isinstance(err, BrokenPipeError):
             return _result(path, started, [f"No se pudo leer la copia {name}: {err.strerror}."], kind, 0, None,
                            decompressed, _Outcome())
         raise
-    if frames is not None:  # the walker saw where the stream stopped being zstd: that explains the rest
+    if decrypting is not None and decrypting.unmatched:  # not this copy's key: the copy may well be sound
+        sealed = _verify_sealed(path, expected_sha256=expected_sha256, check_format=check_format)
+        return dataclasses.replace(sealed, checked=f"{age_problem} Sin su clave: " + sealed.checked)
+    if age_problem:  # what age saw (a cut or altered chunk) explains what follows
+        problems.append(age_problem)
+    elif frames is not None:  # the walker saw where the stream stopped being zstd: that explains the rest
         if frames.problem or not decode_error:
             frames.finish(problems)
         else:
@@ -199,13 +273,10 @@ def _verify(path: Path, *, sidecar: bool, expected_sha256: str | None, expected_
                         f"y al copiar se escribieron {original_bytes}.")
     sha256 = digest.hexdigest() if digest is not None else None
     if sha256 is not None:
-        if sidecar_sha is not None and sidecar_sha != sha256:
-            sums.append(f"La suma SHA-256 de {name} no coincide con la de {name}.sha256: el archivo cambió o se "
-                        "dañó después de guardado.")
-        if expected_sha256 is not None and expected_sha256 != sha256:
-            sums.append(f"La suma SHA-256 de {name} no coincide con {expected_from}: el archivo cambió o se dañó "
-                        "después de escrito.")
-    return _result(path, started, problems + sums, kind, stored.source.count, sha256, decompressed, outcome)
+        _compare_sums(name, sha256, sidecar_sha, expected_sha256, expected_from, sums)
+    count = decrypting.count if decrypting is not None else stored.source.count
+    result = _result(path, started, problems + sums, kind, count, sha256, decompressed, outcome)
+    return dataclasses.replace(result, encrypted=True, decrypted=True) if encrypted else result
 
 
 def _result(path: Path, started: float, problems: list[str], kind: Format, stored: int, sha256: str | None,

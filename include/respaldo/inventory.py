@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
+from respaldo.ciclo.cifrado import SECRET_MESSAGE, Encryption, secret_lines
 from respaldo.ciclo.externo.config import EXTERNAL_KINDS, External
 from respaldo.ciclo.politica import Retention
 from respaldo.entrega import ManualTarget
@@ -122,6 +123,12 @@ class Frequency(_Model):
                           "después de una copia exitosa (y con `respaldo retencion --aplicar`). Sin `retention` no "
                           "se borra nada.", examples=[{"keep_last": 2, "keep_daily": 7, "keep_weekly": 4,
                                                        "keep_monthly": 12, "min_keep": 3}]),
+    ] = None
+    encryption: Annotated[
+        Encryption | None,
+        Field(description="Cifrado con age de las copias de esta clase: `recipients` (claves públicas «age1…» o "
+              "«ssh-ed25519 …») y, para los simulacros, `drill_identity`. Cada objetivo puede cambiarlo con su "
+              "propio `encryption`. Las copias quedan `.zst.age`.")
     ] = None
 
     @field_validator("schedule")
@@ -454,6 +461,8 @@ def _message(error: dict[str, Any], target_model: type[BaseModel] | None) -> str
         return "se espera una lista."
     if kind in ("dict_type", "model_type", "model_attributes_type"):
         return "se espera un bloque de claves y valores."
+    if kind == "too_short" and field == "recipients":
+        return "indique al menos un destinatario (una clave pública «age1…» o «ssh-ed25519 AAAA…»)."
     if kind in ("greater_than_equal", "less_than_equal", "too_short", "too_long", "string_too_short"):
         return f"valor «{error['input']}» fuera de rango ({error['msg']})."
     if kind.startswith("date"):
@@ -507,6 +516,16 @@ def _read_yaml(path: Path) -> Any:
             what = "clave repetida en el mismo bloque"
         raise InventoryError([Problem(str(path), line, "", f"YAML mal formado: {what}. Revise la sangría, "
                                       "los dos puntos y las comillas de esa línea.")]) from err
+
+
+def _secrets(path: Path, file: str, reported: set[int | None]) -> list[Problem]:
+    """An age private key anywhere in the file (a comment, a description) is refused, without repeating it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [Problem(file, line, "", f"esta línea tiene una clave privada de age (AGE-SECRET-KEY-…): {SECRET_MESSAGE}.")
+            for line in secret_lines(text) if line not in reported]
 
 
 def load_inventory(path: str | os.PathLike[str] | None = None) -> Inventory:
@@ -571,6 +590,7 @@ def load_inventory(path: str | os.PathLike[str] | None = None) -> Inventory:
                                     f"id «{raw.get('id')}» repetido (líneas {', '.join(map(str, lines))}); "
                                     "cada objetivo necesita un id único."))
 
+    problems += _secrets(file_path, file, {p.line for p in problems})
     if problems or head is None:
         problems.sort(key=lambda p: (p.line or 0, p.where))
         raise InventoryError(problems)

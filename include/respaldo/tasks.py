@@ -12,14 +12,17 @@ import datetime as dt
 import logging
 import os
 import zoneinfo
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from respaldo import artifacts, entrega, fallas, formulario, integridad, intentos, register
+from respaldo.ciclo import cifrado
 from respaldo.errors import DateCheckError, RespaldoError
 from respaldo.inventory import target_from
 from respaldo.process import human_bytes
 from respaldo.sources import TargetBase, source_for
+from respaldo.sources.base import recipients_of
 
 log = logging.getLogger("respaldo")
 
@@ -66,6 +69,8 @@ def copia(target: dict[str, Any], settings: dict[str, Any], **context: Any) -> d
     }
     if result.compressed:
         done.update(compressed=True, original_bytes=result.original_bytes, sha256=result.sha256)
+    if result.sealed is not None:
+        done["sealed"] = result.sealed.as_xcom()
     if result.figures is not None:
         done["figures"] = result.figures
     return done
@@ -119,14 +124,24 @@ def _verify_system_date(model: TargetBase, settings: dict[str, Any], copy: dict[
     path = _staged(copy)
     if path.stat().st_size == 0:
         raise DateCheckError(f"La copia {path.name} está vacía.")
-    verified = integridad.verify_staged(path, expected_sha256=copy.get("sha256"),
-                                        original_bytes=copy.get("original_bytes"))
+    sealed = copy.get("sealed")
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the encrypted twin is re-read beside the plaintext
+        twin = pool.submit(cifrado.check_written, Path(sealed["path"]), sealed["sha256"], sealed["bytes"]) if sealed \
+            else None
+        verified = integridad.verify_staged(path, expected_sha256=copy.get("sha256"),
+                                            original_bytes=copy.get("original_bytes"))
+        twin_problem, twin_checked = twin.result() if twin else (None, "")
     if not verified.intact:
         for problem in verified.problems[1:]:
             log.warning("Además: %s", problem)
         raise DateCheckError(verified.reason)
+    if twin_problem:
+        raise DateCheckError(twin_problem)
     log.info("Copia íntegra (%s): %s leídos, %s descomprimidos, en %.1f s", verified.format,
              human_bytes(verified.stored_bytes), human_bytes(verified.decompressed_bytes), verified.seconds)
+    if twin:
+        log.info("Copia cifrada %s comprobada: cifra exactamente la copia verificada (sha256 %s); %s",
+                 Path(sealed["path"]).name, copy.get("sha256"), twin_checked)
     stamp = source_for(model.kind).read_stamp(model, path, verified)
     now = _utcnow()
     window_start = dt.datetime.fromisoformat(copy["started_at"]).replace(microsecond=0)
@@ -179,18 +194,26 @@ def _rejection_note(err: Exception, context: dict[str, Any]) -> str:
 
 def comprimir(target: dict[str, Any], settings: dict[str, Any], checked: dict[str, Any],
               **context: Any) -> dict[str, Any]:
-    """Step 5: compress the copy into its dated artifact with a .sha256 beside it."""
+    """Step 5: compress the copy into its dated artifact with a .sha256 beside it; encrypt it if the inventory says so.
+
+    The staged copy (plaintext, verified whole by ``verificar_fecha``) is removed once the artifact exists.
+    """
     model = _target(target)
     staging = Path(checked["staging"])
     if not staging.exists():
         raise RespaldoError(f"La copia {staging} ya no está; vuelva a ejecutar desde «copia».")
     backup_at = dt.datetime.fromisoformat(checked["backup_at"]).astimezone(zoneinfo.ZoneInfo(settings["timezone"]))
     extension = checked.get("extension") or source_for(model.kind).extension
-    final = artifacts.artifact_path(settings["root"], model.frequency, model.id, backup_at, extension)
-    if checked.get("compressed"):
-        artifact = artifacts.place_compressed(staging, final, checked["sha256"], checked["original_bytes"], log)
+    recipients = recipients_of(model)
+    final = artifacts.artifact_path(settings["root"], model.frequency, model.id, backup_at, extension,
+                                    encrypted=bool(recipients))
+    if recipients and checked.get("sealed"):  # encrypted by copia as it compressed: only a name to give
+        artifact = artifacts.place_sealed(checked["sealed"], final, checked["sha256"], checked["original_bytes"], log)
+    elif checked.get("compressed"):
+        artifact = artifacts.place_compressed(staging, final, checked["sha256"], checked["original_bytes"], log,
+                                              recipients=recipients)
     else:
-        artifact = artifacts.compress(staging, final, log)
+        artifact = artifacts.compress(staging, final, log, recipients=recipients)
     if isinstance(model, entrega.ManualTarget):  # the assigned creation date is also the file's date
         os.utime(artifact.path, (backup_at.timestamp(), backup_at.timestamp()))
     artifacts.remove_staging(staging.parent)

@@ -46,6 +46,8 @@ class Lectura:
     status: str
     reason: str | None
     seconds: float
+    #: What was checked when it was less than everything (an encrypted copy read without its key).
+    checked: str | None = None
 
     @property
     def intact(self) -> bool:
@@ -54,6 +56,8 @@ class Lectura:
     def line(self, zone: zoneinfo.ZoneInfo) -> str:
         when = self.backup_at.astimezone(zone).strftime("%Y-%m-%d %H:%M") if self.backup_at else "sin fecha"
         text = f"{STATUS_WORD[self.status]:<8} {self.target}  {when}  {self.path}"
+        if self.checked:
+            text += f"\n         comprobado: {self.checked}"
         return text if self.intact else f"{text}\n         {self.reason}"
 
 
@@ -86,21 +90,26 @@ def share_size(kept: int, every_days: int, runs_per_day: float) -> int:
     return max(1, math.ceil(kept / max(every_days * runs_per_day, 1)))
 
 
-def read(rows: list[dict[str, Any]], conn_id: str) -> list[Lectura]:
-    """Re-read each row's artifact to its end and record the outcome on its row."""
+def read(rows: list[dict[str, Any]], conn_id: str, identity: list[str] | None = None) -> list[Lectura]:
+    """Re-read each row's artifact to its end and record the outcome on its row.
+
+    An encrypted artifact (``.zst.age``) is decrypted and read whole with ``identity`` (private key
+    files); without its key, its sums and its age structure are what is checked, and the line says so.
+    """
     from respaldo.integridad import verify_artifact
 
     found = []
     for row in rows:
         path = Path(row["artifact_path"])
+        what = None
         if not path.exists():
             status, reason, seconds = "damaged", f"el respaldo {path} ya no está en el disco", 0.0
         else:
             # A delivered manual copy is whatever file a person left: only zstd and the sums apply to it.
             checked = verify_artifact(path, expected_sha256=row["sha256"], original_bytes=row["original_bytes"],
-                                      check_format=row["mechanism"] != "manual")
+                                      check_format=row["mechanism"] != "manual", identity=identity)
             status = "intact" if checked.intact else "damaged"
-            reason, seconds = checked.reason, checked.seconds
+            reason, seconds, what = checked.reason, checked.seconds, checked.checked
         with connect(conn_id) as conn, conn.cursor() as cur:
             cur.execute(f"UPDATE {TABLE} SET verified_at = now(), verify_status = %s, verify_error = %s "
                         "WHERE id = %s AND deleted_at IS NULL RETURNING id", (status, reason, row["id"]))
@@ -109,7 +118,7 @@ def read(rows: list[dict[str, Any]], conn_id: str) -> list[Lectura]:
         if recorded is None:  # retention deleted it while it was being read: it is gone on purpose, not damaged
             log.info("Relectura de %s (fila %s): la retención la borró mientras se releía", path, row["id"])
             continue
-        lectura = Lectura(row["id"], row["target"], str(path), row["backup_at"], status, reason, seconds)
+        lectura = Lectura(row["id"], row["target"], str(path), row["backup_at"], status, reason, seconds, what)
         (log.info if lectura.intact else log.error)("Relectura de %s (fila %s): %s%s", path, row["id"],
                                                     STATUS_WORD[status], f": {reason}" if reason else "")
         found.append(lectura)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import logging
+import os
 import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,9 +170,10 @@ def drill(target: Any, settings: dict[str, Any], run: Ejecucion) -> dict[str, An
     try:
         if not copia.path.is_file():
             raise destino.RestauracionError(f"la copia {copia.path} ya no está en el disco")
+        copia.identity = _drill_identity(target, copia.path)
         checked = integridad.verify_artifact(copia.path, expected_sha256=copy.get("sha256"),
                                              original_bytes=copy.get("original_bytes"),
-                                             check_format=copia.kind != "manual")
+                                             check_format=copia.kind != "manual", identity=copia.identity)
         figures["verificacion"] = {"integra": checked.intact, "segundos": round(checked.seconds, 2)}
         if not checked.intact:
             for problem in checked.problems[1:]:
@@ -217,6 +219,30 @@ def drill(target: Any, settings: dict[str, Any], run: Ejecucion) -> dict[str, An
         outcome["aviso"] = notify(target.id, settings, run, registro.get(conn_id, drill_id), copy,
                                   dropped, leftovers).describe()
     return outcome
+
+
+def _drill_identity(target: Any, artifact: Path) -> list[Path] | None:
+    """The private key file a drill decrypts an encrypted copy with (``encryption.drill_identity``).
+
+    The server keeps only public keys: without a drill identity on this machine an encrypted copy
+    cannot be restored here, and the drill fails saying so rather than approve what it could not read.
+    """
+    from respaldo.ciclo import cifrado
+
+    if not cifrado.is_encrypted(artifact):
+        return None
+    encryption = getattr(target, "encryption", None)
+    path = encryption.drill_identity if encryption is not None else None
+    if path is None:
+        raise destino.RestauracionError(
+            f"la copia {artifact.name} está cifrada con age y el inventario no indica `encryption.drill_identity` (la "
+            "ruta del archivo de clave privada en la máquina de los simulacros): sin ella no se puede descifrar ni "
+            "restaurar, así que el simulacro no puede probarla")
+    if not os.access(path, os.R_OK) or not Path(path).is_file():
+        raise destino.RestauracionError(
+            f"el archivo de clave de los simulacros {path} (`encryption.drill_identity`) no existe o no se puede "
+            f"leer en esta máquina: sin él no se puede descifrar {artifact.name}")
+    return cifrado.check_identity(path, artifact)
 
 
 def _reason(err: BaseException) -> str:

@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,8 @@ class Copia:
     path: Path
     kind: str
     row: dict[str, Any] | None = None
+    #: The private key file that decrypts an encrypted artifact (``.zst.age``); None for the others.
+    identity: Sequence[Path] | None = None
 
     @property
     def figures(self) -> dict | None:
@@ -249,14 +251,16 @@ def restore_copy(copia: Copia, *, folder: Path | None = None, base: Base | None 
     if kind in DATABASE_KINDS:
         restore = restauracion.restore_postgres if kind == "postgres" else restauracion.restore_mysql
         say(f"Restaurando en la base nueva {base.describe()} ...")
-        result.restore_seconds = restore(copia.path, base.conn_id, base.name, say=say)
+        result.restore_seconds = restore(copia.path, base.conn_id, base.name, say=say, identity=copia.identity)
         _database_figures(kind, recorded, base, result, "Base")
         return result
     if kind == "manual":
-        name = Path((copia.row or {}).get("original_name") or copia.path.name.removesuffix(".zst")).name
+        stored = copia.path.name.removesuffix(".age").removesuffix(".zst")
+        name = Path((copia.row or {}).get("original_name") or stored).name
         dest = folder / name
         say(f"Restaurando el archivo entregado en {dest} ...")
-        size, sha256, result.restore_seconds = restauracion.restore_file(copia.path, dest, say=say)
+        size, sha256, result.restore_seconds = restauracion.restore_file(copia.path, dest, say=say,
+                                                                         identity=copia.identity)
         result.lines.append(f"Archivo {dest}: {human_bytes(size)}, SHA-256 {sha256}.")
         row = copia.row or {}
         if row.get("original_sha256"):
@@ -266,7 +270,7 @@ def restore_copy(copia: Copia, *, folder: Path | None = None, base: Base | None 
             result.uncompared.append("el registro no trae la suma del archivo entregado")
         return result
     say(f"Restaurando en la carpeta {folder} ...")
-    result.restore_seconds = restauracion.restore_tar(copia.path, folder, say=say)
+    result.restore_seconds = restauracion.restore_tar(copia.path, folder, say=say, identity=copia.identity)
     members = [folder / f"{DATABASE_MEMBER}.{ext}" for ext in ("dump", "sql")]
     member = next((m for m in members if m.is_file() and not m.is_symlink()), None)
     if kind == "portal" or (kind == "files" and member is not None and (folder / "archivos").is_dir()):
@@ -312,18 +316,40 @@ class Salida:
     lines: list[str]
 
 
+def unlock(copia: Copia, identity: str | Path | Sequence[str | Path] | None, say: Say = _quiet) -> None:
+    """For an encrypted artifact: check ``identity`` opens it (age decrypts its first chunk) and keep it on ``copia``.
+
+    :raises UsoIncorrecto: no identity, or an unreadable file (nothing can be restored without it).
+    :raises RestauracionError: the key is not one the copy was encrypted to, or the copy is not age.
+    """
+    from respaldo.ciclo import cifrado
+
+    if not cifrado.is_encrypted(copia.path):
+        return
+    try:
+        key = cifrado.check_identity(identity, copia.path)
+    except cifrado.CifradoError as err:
+        raise UsoIncorrecto(str(err)) from err
+    problem = cifrado.opens(copia.path, key)
+    if problem:
+        raise RestauracionError(f"{problem} No se restauró nada.")
+    say(f"Copia cifrada con age: la clave privada {', '.join(map(str, key))} la descifra.")
+    copia.identity = key
+
+
 def restaurar(what: str, destination: str, *, inventory: Any | None, base_name: str | None = None,
-              say: Say = _quiet) -> Salida:
+              say: Say = _quiet, identity: str | Path | Sequence[str | Path] | None = None) -> Salida:
     """The command ``respaldo restaurar``: check, restore into a new destination, say what came back.
 
     Exit code 0 restored (and matching the copy's figures when it recorded some), 1 not restored or
     not matching, 2 the command cannot run as asked. Whatever it created is removed if the restore
-    fails.
+    fails. An encrypted copy needs ``identity``, its private key file.
     """
     register_conn_id = inventory.register.conn_id if inventory is not None else None
     copia = locate(what, register_conn_id, say)
     say(f"Copia: {copia.describe()}")
     say(check_sum(copia, say))
+    unlock(copia, identity, say)
     with contextlib.ExitStack() as stack:
         created: list[Callable[[], None]] = []  # undo, newest first, if the restore fails
 

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from respaldo.ciclo.cifrado import Encryption
 from respaldo.ciclo.externo.config import External
 from respaldo.ciclo.politica import Retention
 
 if TYPE_CHECKING:
+    from respaldo.artifacts import Sealed
     from respaldo.integridad import Verification
 
 #: Target ids and frequency class names become path components, Airflow task-group ids and DAG ids,
@@ -70,6 +72,10 @@ class TargetBase(BaseModel):
               description="Pool de Airflow que limita las copias simultáneas contra el mismo servidor. "
               "Por defecto `respaldo_<conn_id>`."),
     ] = None
+    encryption: Annotated[
+        Encryption | None,
+        Field(description="Cifrado con age de las copias de este objetivo (anula el `encryption` de su clase)."),
+    ] = None
     external: Annotated[
         External | None,
         Field(description="Medio externo: también se escribe ahí cada copia (anula el `external` de la clase de "
@@ -108,6 +114,13 @@ class CopyResult:
     original_bytes: int | None = None
     sha256: str | None = None
     figures: dict | None = None
+    #: The age-encrypted twin of a copy compressed on the fly (see :func:`respaldo.artifacts.copy_compressed`).
+    sealed: Sealed | None = None
+
+
+def recipients_of(target: TargetBase) -> list[str]:
+    """The age recipients a target's copies are encrypted to (its ``encryption``, as the task got it); [] for none."""
+    return list(target.encryption.recipients) if target.encryption is not None else []
 
 
 class Source(ABC):

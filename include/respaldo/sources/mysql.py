@@ -53,7 +53,7 @@ from respaldo.errors import CopyError, DateCheckError
 from respaldo.hooks.mysql import MysqlSession, client_session
 from respaldo.integridad import Verification
 from respaldo.process import run_to_file
-from respaldo.sources.base import CopyResult, Source, TargetBase
+from respaldo.sources.base import CopyResult, Source, TargetBase, recipients_of
 
 CONNECT_TIMEOUT_SECONDS = 20
 #: The pre-copy check runs a few catalogue queries; anything slower is a server in trouble.
@@ -463,10 +463,11 @@ class MysqlSource(Source):
             explain = lambda text, _code: self._explain(server, text)  # noqa: E731
             with BracketCounts(target.conn_id, server.database, target.exclude_tables, log, server.secrets) as counts:
                 if dest.name.endswith(".zst"):  # compressed as it arrives: overlaps the dump, no raw copy on disk
-                    original, compressed, sha256 = copy_compressed(argv, dest, env=server.env, log=log, what=tool,
-                                                                   secrets=server.secrets, explain=explain)
-                    result = CopyResult(path=dest, bytes=compressed, compressed=True, original_bytes=original,
-                                        sha256=sha256)
+                    done = copy_compressed(argv, dest, env=server.env, log=log, what=tool,
+                                           secrets=server.secrets, explain=explain,
+                                           recipients=recipients_of(target))
+                    result = CopyResult(path=dest, bytes=done.compressed, compressed=True,
+                                        original_bytes=done.original, sha256=done.sha256, sealed=done.sealed)
                 else:
                     size = run_to_file(argv, dest, env=server.env, log=log, what=tool, secrets=server.secrets,
                                        explain=explain)

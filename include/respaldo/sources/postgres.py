@@ -32,7 +32,7 @@ from respaldo.errors import CopyError, DateCheckError
 from respaldo.hooks.postgres import PgSession, explain_libpq, libpq_session
 from respaldo.integridad import Verification
 from respaldo.process import run_to_file
-from respaldo.sources.base import CopyResult, Source, TargetBase
+from respaldo.sources.base import CopyResult, Source, TargetBase, recipients_of
 
 #: How long pg_dump waits for a table another session has locked, unless the target says otherwise.
 DEFAULT_LOCK_WAIT_MINUTES = 5
@@ -390,11 +390,11 @@ class PostgresSource(Source):
                     return watch.explain(text) or explain_libpq(text, session)
 
                 if dest.name.endswith(".zst"):
-                    original, compressed, sha256 = copy_compressed(argv, dest, env=session.env, log=log,
-                                                                   what="pg_dump", secrets=session.secrets,
-                                                                   explain=explain)
-                    result = CopyResult(path=dest, bytes=compressed, compressed=True, original_bytes=original,
-                                        sha256=sha256)
+                    done = copy_compressed(argv, dest, env=session.env, log=log, what="pg_dump",
+                                           secrets=session.secrets, explain=explain,
+                                           recipients=recipients_of(target))
+                    result = CopyResult(path=dest, bytes=done.compressed, compressed=True,
+                                        original_bytes=done.original, sha256=done.sha256, sealed=done.sealed)
                 else:
                     size = run_to_file([*argv, f"--file={dest}"], dest, env=session.env, log=log, what="pg_dump",
                                        secrets=session.secrets, writes_dest_itself=True, explain=explain)

@@ -22,10 +22,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from respaldo.artifacts import copy_compressed
+from respaldo.artifacts import copy_compressed, sealed_path
 from respaldo.errors import CopyError
 from respaldo.hooks.ssh import SshSession, explain_ssh_failure, openssh_session
-from respaldo.sources.base import CopyResult, Source, TargetBase
+from respaldo.sources.base import CopyResult, Source, TargetBase, recipients_of
 from respaldo.sources.files import changed_while_read, explain_tar, tar_argv
 from respaldo.ssh import check_readable
 
@@ -118,12 +118,13 @@ class VmSource(Source):
                 if target.before:
                     _run_hook(session, "antes", target.before, log)
                 log.info("Copiando %s desde %s, comprimiendo al llegar", ", ".join(target.images), session.describe())
-                original, compressed, sha256 = copy_compressed(
+                done = copy_compressed(
                     session.argv(tar_argv("/", relative, [], sparse=True)), dest, env=session.env, log=log,
                     what=f"copia de imágenes por SSH desde {session.describe()}", secrets=session.secrets,
                     explain=lambda text, code: (_explain_torn(text, code, target)
                                                 or explain_ssh_failure(text, session, code)
                                                 or explain_tar(text, f"el hipervisor {session.describe()}")),
+                    recipients=recipients_of(target),
                 )
             except BaseException as copy_error:
                 if target.after:
@@ -138,13 +139,16 @@ class VmSource(Source):
                 try:
                     _run_hook(session, "después", target.after, log)
                 except CopyError as err:
-                    dest.unlink(missing_ok=True)
+                    for path in (dest, sealed_path(dest)):
+                        path.unlink(missing_ok=True)
                     raise CopyError(f"La copia terminó, pero {str(err)[0].lower()}{str(err)[1:]} Revise el "
                                     "hipervisor (¿quedó una instantánea abierta?) y vuelva a ejecutar.") from err
-        if original == 0:
-            dest.unlink(missing_ok=True)
+        if done.original == 0:
+            for path in (dest, sealed_path(dest)):
+                path.unlink(missing_ok=True)
             raise CopyError("La copia de las imágenes está vacía.")
-        return CopyResult(path=dest, bytes=compressed, compressed=True, original_bytes=original, sha256=sha256)
+        return CopyResult(path=dest, bytes=done.compressed, compressed=True, original_bytes=done.original,
+                          sha256=done.sha256, sealed=done.sealed)
 
     def check(self, target: VmTarget) -> str:
         where = check_readable(target.conn_id, target.images, target.known_hosts)
