@@ -177,3 +177,24 @@ def test_the_register_and_the_email_get_one_plain_sentence_and_the_tools_key_lin
     assert len(error) < 700, error
     [mail] = [m for m in mails_of(smtp, run.run_id) if target["id"] in m["Subject"]]
     assert sentence in mail.get_body(("html",)).get_content()
+
+
+def test_a_failure_handled_away_from_its_targets_queue_says_where_the_staging_is_and_who_removes_it(
+        backups, smtp, register_rows):
+    """One worker per queue: cierre (on `default`) cannot see a `sede_pasto` target's staging folder."""
+    backups.write([CLAVE_MALA])
+    run = backups.run("respaldo_financiero")
+    settings = backups.dag("respaldo_financiero").get_task("preparar").settings
+    facts = fallas.RunFacts("respaldo_financiero", run.run_id, "manual", None)
+    model = target_from(CLAVE_MALA | {"mechanism": "automatic", "responsible": "x", "queue": "sede_pasto"})
+
+    outcome = fallas.handle(model, settings, facts, fallas.Failure("copia", 9, fallas.PROCESS_LOST), {},
+                            here="default")
+
+    [note] = outcome.notes
+    assert "cola «sede_pasto»" in note and "la próxima copia de «financiero_pg» lo borra" in note
+    [mail] = [m for m in mails_of(smtp, run.run_id) if "(intento 9)" in m.get_body(("html",)).get_content()]
+    assert "cola «sede_pasto»" in mail.get_body(("html",)).get_content()
+    local = fallas.handle(model, settings, facts, fallas.Failure("copia", 10, fallas.PROCESS_LOST), {},
+                          here="sede_pasto")
+    assert local.notes == [], "on its own queue's worker there is nothing left elsewhere to tell"

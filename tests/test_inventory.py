@@ -69,6 +69,17 @@ def test_a_good_inventory_loads_with_its_defaults(tmp_path):
     assert inventory.target("sistema_pg").mechanism == "automatic"
 
 
+def test_a_targets_queue_is_its_own_else_its_class_else_default(tmp_path):
+    text = (GOOD.replace('    schedule: "0 23 * * *"\n', '    schedule: "0 23 * * *"\n    queue: sede_pasto\n')
+                .replace("    conn_id: pg_sistemas\n", "    conn_id: pg_sistemas\n    queue: sede-mocoa\n"))
+    other = "  - id: otro_pg\n    kind: postgres\n    frequency: diario\n    conn_id: pg_otro\n    responsible: X\n"
+    inventory = load_inventory(write(tmp_path, text + other))
+    assert inventory.queue_of(inventory.target("financiero_pg")) == "default"
+    assert inventory.queue_of(inventory.target("sistema_pg")) == "sede-mocoa"
+    assert inventory.queue_of(inventory.target("otro_pg")) == "sede_pasto"
+    assert inventory.queues() == ["default", "sede-mocoa", "sede_pasto"]
+
+
 def test_the_inventory_shipped_in_include_is_valid():
     inventory = load_inventory(ROOT / "include" / "inventory.yaml")
     assert {"financiero", "diario", "servidores_virtuales"} <= set(inventory.frequencies)
@@ -108,6 +119,12 @@ BAD_CASES = [
     ("broken YAML", ("  diario:\n", "  diario\n"), 11, ["YAML mal formado", "el bloque empieza en la línea 10"]),
     ("duplicate key", ("    database: financiero\n", "    database: financiero\n    database: otra\n"), 22,
      ["clave repetida"]),
+    ("a target queue with a comma",
+     ("    conn_id: pg_sistemas\n", "    conn_id: pg_sistemas\n    queue: pasto,mocoa\n"), 27,
+     ["«pasto,mocoa» no sirve como cola", "--queues"]),
+    ("a class queue with a space and capitals", ('    schedule: "0 23 * * *"\n',
+                                                 '    schedule: "0 23 * * *"\n    queue: Sede Pasto\n'),
+     12, ["«Sede Pasto» no sirve como cola"]),
 ]
 
 

@@ -302,3 +302,20 @@ def remove_staging(path: Path) -> None:
     """Remove a run's staging folder (the uncompressed copy); never touches artifacts."""
     if STAGING in path.parts:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_leftovers(root: str | Path, frequency: str, target: str, keep: Path) -> list[Path]:
+    """Remove the staging folders earlier runs of a target left behind; return those removed.
+
+    A DAG runs one run at a time (``max_active_runs=1``) and a target belongs to one DAG, so when its
+    ``copia`` starts no other run of it can still need a staging folder. This is what cleans a failed
+    run's leftovers on a worker that ``cierre`` (on the default queue) cannot reach.
+    """
+    folder = Path(root) / STAGING / frequency / target
+    try:
+        earlier = [path for path in folder.iterdir() if path.is_dir() and path != keep]
+    except FileNotFoundError:
+        return []
+    for path in earlier:
+        remove_staging(path)
+    return earlier

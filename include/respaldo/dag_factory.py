@@ -14,6 +14,7 @@ from respaldo import tasks
 from respaldo.entrega import ManualTarget
 from respaldo.inventory import Frequency, Inventory, load_inventory
 from respaldo.sources import TargetBase, source_for
+from respaldo.sources.base import DEFAULT_QUEUE
 
 DAG_PREFIX = "respaldo_"
 FOLLOWUP_DAG_ID = "respaldo_seguimiento"
@@ -43,7 +44,8 @@ TASK_DOCS = {
     "cierre": "**Al terminar.** Comprueba que cada paso fallido de esta ejecución tiene su fila en el FT-GTI-004 y "
               "su correo (una tarea cuyo proceso murió de golpe, por falta de memoria por ejemplo, no alcanza a "
               "registrarse sola), borra lo que quedó a medio copiar y reintenta los avisos que no salieron. No "
-              "cambia el resultado de la ejecución.",
+              "cambia el resultado de la ejecución. Corre en la cola `default`: lo que quedó a medio copiar en "
+              "los trabajadores de otra cola (otra sede) lo borra la próxima `copia` de ese objetivo.",
 }
 
 
@@ -147,6 +149,7 @@ def _params(targets: list[TargetBase]) -> dict[str, Any]:
 
 
 def _target_group(dag_id: str, frequency: Frequency, target: TargetBase, settings: dict[str, Any]):
+    """The target's TaskGroup: its four steps, on its Celery queue (where its staging folder is)."""
     from airflow.sdk import TaskGroup, chain
 
     from respaldo.entrega.sensor import IntakeSensor
@@ -154,6 +157,8 @@ def _target_group(dag_id: str, frequency: Frequency, target: TargetBase, setting
     from respaldo.operators import RespaldoStepOperator
 
     source = source_for(target.kind)
+    # The effective queue travels with the target, so a failure handled elsewhere knows where its staging is.
+    target = target.model_copy(update={"queue": target.queue or frequency.queue})
     target_dict = target.model_dump(mode="json")
     summary = summary_of(target)
     retries = target.retries if target.retries is not None else frequency.retries
@@ -162,6 +167,7 @@ def _target_group(dag_id: str, frequency: Frequency, target: TargetBase, setting
         "retries": retries,
         "retry_delay": dt.timedelta(minutes=delay),
         "on_failure_callback": [FailureCallback(target_dict, settings, summary)],
+        "queue": target.queue,
     }
     with TaskGroup(group_id=target.id, tooltip=summary, default_args=group_args) as group:
         if isinstance(target, ManualTarget):
@@ -210,10 +216,12 @@ def build_dag(inventory: Inventory, name: str):
         # preparar and cierre run in Airflow's default pool, never in a server's pool: they must run
         # even when every server's pool is busy. cierre is a teardown: it runs whatever happened to
         # the targets, and the run's result stays the targets' own.
+        # Both stay on the default queue whatever the targets' queues: cierre removes the staging folders it
+        # can see and leaves those on other queues' workers to each target's next copia.
         opening = RespaldoRunOperator(step="preparar", settings=settings, doc_md=TASK_DOCS["preparar"],
-                                      retries=0, on_failure_callback=[RunCallback(settings)])
+                                      retries=0, queue=DEFAULT_QUEUE, on_failure_callback=[RunCallback(settings)])
         closing = RespaldoRunOperator(step="cierre", settings=settings, doc_md=TASK_DOCS["cierre"],
-                                      on_failure_callback=[RunCallback(settings)])
+                                      queue=DEFAULT_QUEUE, on_failure_callback=[RunCallback(settings)])
         for target in targets:
             opening >> _target_group(dag_id, frequency, target, settings) >> closing
         closing.as_teardown(setups=opening)

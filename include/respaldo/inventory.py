@@ -23,7 +23,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from respaldo.entrega import ManualTarget
 from respaldo.errors import InventoryError, Problem
 from respaldo.sources import SOURCES, TargetBase
-from respaldo.sources.base import NAME_PATTERN, Name
+from respaldo.sources.base import DEFAULT_QUEUE, NAME_PATTERN, QUEUE_PATTERN, Name, Queue
 
 DEFAULT_INVENTORY = Path(__file__).resolve().parents[1] / "inventory.yaml"
 INVENTORY_ENV = "RESPALDO_INVENTORY"
@@ -107,6 +107,10 @@ class Frequency(_Model):
                    "buena más reciente de cada objetivo de esta clase (en la primera ejecución de "
                    "respaldo_simulacro en que le toque; ver `drills.schedule`).", examples=[7])
     ] = 7
+    queue: Annotated[
+        Queue, Field(description="Cola de Celery de los objetivos de esta clase (cada objetivo puede cambiarla con "
+                     "su propia `queue`). Con LocalExecutor no tiene efecto.", examples=["default"])
+    ] = DEFAULT_QUEUE
 
     @field_validator("schedule")
     @classmethod
@@ -285,6 +289,18 @@ class Inventory(InventoryHead):
     def targets_of(self, frequency: str) -> list[TargetBase]:
         return sorted((t for t in self.targets if t.frequency == frequency), key=lambda t: t.id)
 
+    def queue_of(self, target: TargetBase) -> str:
+        """The Celery queue of a target's four steps: its own ``queue``, else its class's."""
+        return target.queue or self.frequencies[target.frequency].queue
+
+    def queues(self) -> list[str]:
+        """Every queue a worker must listen on: the targets' and ``default`` (the DAG-level tasks)."""
+        return sorted({DEFAULT_QUEUE} | {self.queue_of(t) for t in self.targets})
+
+    def longest_timeout_hours(self) -> float:
+        """The longest task timeout of the backup DAGs (``timeout_hours`` of the classes)."""
+        return max(f.timeout_hours for f in self.frequencies.values())
+
     def target(self, target_id: str) -> TargetBase:
         for target in self.targets:
             if target.id == target_id:
@@ -411,6 +427,10 @@ def _message(error: dict[str, Any], target_model: type[BaseModel] | None) -> str
         if pattern == NAME_PATTERN:
             return (f"«{error['input']}» no sirve como nombre: use minúsculas sin tildes, números y «_», "
                     "empezando por una letra (se usa en rutas de archivo y en Airflow).")
+        if pattern == QUEUE_PATTERN:
+            return (f"«{error['input']}» no sirve como cola: use minúsculas sin tildes, números, «_» o «-», "
+                    "empezando por una letra o un número, sin espacios ni comas (va en `--queues` del trabajador "
+                    "de Celery).")
         if pattern == EMAIL:
             return f"«{error['input']}» no es una dirección de correo."
         return f"valor «{error['input']}» con formato no válido."
