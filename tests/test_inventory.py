@@ -149,6 +149,36 @@ def test_every_problem_is_reported_at_once(tmp_path):
     assert any("0 99" in p for p in found)
 
 
+@pytest.mark.parametrize(("executor", "visibility", "warned"), [
+    ("CeleryExecutor", "3600", True),
+    ("airflow.providers.celery.executors.celery_executor.CeleryExecutor", None, False),  # 24 h by default
+    ("CeleryExecutor", "21600", False),
+    ("LocalExecutor", "3600", False),
+])
+def test_validate_warns_when_a_task_may_outlive_celerys_visibility_timeout(tmp_path, executor, visibility, warned):
+    path = write(tmp_path, GOOD.replace('    every_days: 8\n', '    every_days: 8\n    timeout_hours: 6\n'))
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
+    env.update(AIRFLOW__CORE__EXECUTOR=executor, AIRFLOW_HOME=str(tmp_path))
+    if visibility:
+        env["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT"] = visibility
+    proc = subprocess.run([str(RESPALDO), "validate", str(path)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert ("Advertencia: con CeleryExecutor" in proc.stdout) == warned, proc.stdout
+    if warned:
+        assert "3600 s" in proc.stdout and "servidores_virtuales" in proc.stdout
+        assert "por encima de 21600" in proc.stdout
+
+
+def test_validate_reads_the_visibility_timeout_from_airflow_cfg_too(tmp_path):
+    path = write(tmp_path, GOOD)
+    (tmp_path / "airflow.cfg").write_text("[core]\nexecutor = CeleryExecutor\n\n"
+                                          "[celery_broker_transport_options]\nvisibility_timeout = 600\n")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
+    proc = subprocess.run([str(RESPALDO), "validate", str(path)], capture_output=True, text=True,
+                          env={**env, "AIRFLOW_HOME": str(tmp_path)})
+    assert "más de 600 s" in proc.stdout, proc.stdout
+
+
 def test_validate_prints_every_problem_without_a_traceback_and_exits_1(tmp_path):
     text = GOOD.replace("frequency: diario", "frequency: diaria").replace("    conn_id: pg_sistemas\n", "")
     path = write(tmp_path, text)
