@@ -178,7 +178,8 @@ class AirflowStack:
     :param celery_workers: worker name -> the queues it listens on (``"default"``, ``"sede_a,sede_b"``).
         Each is an ``airflow celery worker`` process whose task instances record the worker's name as
         their ``hostname`` (``[core] hostname_callable``), so a test can tell which worker ran what.
-    :param parallelism: ``[core] parallelism``, and each Celery worker's concurrency.
+    :param parallelism: ``[core] parallelism``.
+    :param worker_concurrency: each Celery worker's concurrency; ``parallelism`` when None.
     """
 
     home: Path
@@ -193,6 +194,7 @@ class AirflowStack:
     broker_url: str | None = None
     celery_workers: dict[str, str] = field(default_factory=dict)
     parallelism: int = 8
+    worker_concurrency: int | None = None
     username: str = "admin"
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     api: AirflowApi | None = None
@@ -256,7 +258,7 @@ class AirflowStack:
         if self.broker_url:
             env.update(
                 AIRFLOW__CELERY__BROKER_URL=self.broker_url,
-                AIRFLOW__CELERY__WORKER_CONCURRENCY=str(self.parallelism),
+                AIRFLOW__CELERY__WORKER_CONCURRENCY=str(self.worker_concurrency or self.parallelism),
                 # Longer than any task may last (the inventory's timeout_hours), as docs/deployment.md says.
                 AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT=str(7 * 24 * 3600),
             )
@@ -296,7 +298,8 @@ class AirflowStack:
                 self._spawn(name, [name])
             for worker, queues in self.celery_workers.items():
                 self._spawn(f"worker-{worker}", ["celery", "worker", "--queues", queues, "--celery-hostname",
-                                                 f"{worker}@%h", "--concurrency", str(self.parallelism)],
+                                                 f"{worker}@%h", "--concurrency",
+                                                 str(self.worker_concurrency or self.parallelism)],
                             self.worker_env(worker))
             self._wait_until_ready(timeout)
         except BaseException:
