@@ -293,17 +293,17 @@ def rows(data: dict) -> list[list[str]]:
     for executor, label in (("local", "LocalExecutor, parallelism 8"), ("celery", "Celery, Redis, 2 workers x 4")):
         run = data[executor]
         overhead = run["ti_mean_s"] - work / 4
-        out.append([f"class of {count} small PostgreSQL targets, {label}",
+        out.append(["14", f"class of {count} small PostgreSQL targets, {label}",
                     f"{run['wall_s']:.1f} s ({run['state']}, {run['task_instances']} task instances)",
                     f"pg_dump -Fc -Z0 | zstd -3, xargs -P 8: {shell:.1f} s", f"{run['wall_s'] / shell:.1f}x",
                     f"< {GOAL_WALL_S:.0f} s", "PASS" if run["wall_s"] < GOAL_WALL_S and run["state"] == "success"
                     else "MISS"])
-        out.append([f"overhead per task instance, {label}",
+        out.append(["14", f"overhead per task instance, {label}",
                     f"{overhead:.2f} s = TI mean {run['ti_mean_s']:.2f} - work {work:.2f} / 4",
                     "by step: " + ", ".join(f"{k} {v:.2f}" for k, v in run["by_step"].items()), "",
                     f"<= {GOAL_OVERHEAD_S:.0f} s", "PASS" if overhead <= GOAL_OVERHEAD_S else "MISS"])
     start = data["startup"]
-    out.append(["task start-up, measured in a fresh process",
+    out.append(["14", "task start-up, measured in a fresh process",
                 f"import airflow.sdk {start['import_sdk_s']:.2f} s; parse the {count}-target DAG file "
                 f"{start['parse_class_s']:.2f} s ({start['tasks_in_dag']} tasks); then import respaldo.tasks "
                 f"{start['import_tasks_after_s']:.2f} s", "", "", "", "info"])
