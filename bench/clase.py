@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -85,6 +86,9 @@ def prepare_sources(server: PostgresServer, count: int, password: str) -> None:
 
 
 def write_inventory(path: Path, root: Path, count: int) -> Path:
+    """Block YAML, as people write it (a flow-style file parses several times slower)."""
+    from bench.run import _yaml_block
+
     targets = [{"id": name, "kind": "postgres", "frequency": "clase", "mechanism": "automatic", "conn_id": "pg_bench",
                 "database": name, "responsible": "Profesional universitario área de sistemas",
                 **({"queue": "sede_b"} if index % 2 else {})}
@@ -96,7 +100,7 @@ def write_inventory(path: Path, root: Path, count: int) -> Path:
         "frequencies": {"clase": {"schedule": "0 23 * * *", "retries": 0}},
         "targets": targets,
     }
-    path.write_text(json.dumps(inventory, ensure_ascii=False, indent=1), encoding="utf-8")
+    path.write_text("\n".join(_yaml_block(inventory)) + "\n", encoding="utf-8")
     return path
 
 
@@ -345,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", type=int, default=100)
     parser.add_argument("--no-results-md", action="store_true")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup (clusters, databases)
     data = measure(args.targets)
     (WORK.parent / "results-clase.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
     block = markdown(data)
