@@ -238,3 +238,51 @@ def test_the_schema_documents_every_target_field():
 def test_an_inventory_that_is_not_a_mapping_is_rejected_plainly(tmp_path, text):
     assert problems(tmp_path, text) == [f"{tmp_path / 'inventory.yaml'}:1: el inventario debe ser un bloque de "
                                         "claves (organization, storage, frequencies, targets...)."]
+
+
+# (YAML text, whether libyaml's quick reading is taken): the quick reader must read a file exactly as ruamel's
+# YAML 1.2 reader does, or refuse it and leave it to ruamel.
+QUICK_CASES = [
+    ("a: 6\nb: 6.5\nc: true\nd: null\ne: 2026-01-01\nf: '02:00'\ng: [x, y, n]\nh: ~\ni: -3\nj: 0\nk: 0.5\n"
+     "l: texto con ñ\nm: |\n  bloque\nn: \"yes\"\no: 0 23 * * *\n", True),
+    ("at: 02:00\n", False),        # YAML 1.1: 120 (sexagesimal); 1.2: "02:00"
+    ("retries: 010\n", False),     # 1.1: 8 (octal); 1.2: 10
+    ("description: no\n", False),  # 1.1: False; 1.2: "no"
+    ("x: on\n", False),
+    ("x: 0o10\n", False),
+    ("x: 0x1F\n", False),
+    ("x: 1_000\n", False),
+    ("x: 1e5\n", False),           # 1.1: a string; 1.2: 100000.0
+    ("x: .inf\n", False),
+    ("x: 1\nx: 2\n", False),       # a repeated key: ruamel says where
+]
+
+
+@pytest.mark.parametrize(("text", "quick"), QUICK_CASES, ids=[c[0].split("\n")[0] for c in QUICK_CASES])
+def test_the_quick_yaml_reader_reads_as_ruamel_does_or_leaves_the_file_to_it(tmp_path, text, quick):
+    from ruamel.yaml import YAML
+
+    from respaldo.inventory import _quick_yaml
+
+    path = tmp_path / "x.yaml"
+    path.write_text(text, encoding="utf-8")
+    found = _quick_yaml(path)
+    assert (found is not None) == quick, found
+    if quick:
+        assert found == dict(YAML(typ="rt", pure=True).load(text))
+
+
+def test_an_inventory_the_quick_reader_refuses_still_loads_as_yaml_1_2_reads_it(tmp_path):
+    text = GOOD.replace('    at: "02:00"\n', "    at: 02:00\n")
+    assert "at: 02:00\n" in text
+    assert load_inventory(write(tmp_path, text)).frequencies["servidores_virtuales"].at == "02:00"
+
+
+@pytest.mark.parametrize("name", ["inventory.yaml", "inventory.docker.yaml"])
+def test_the_shipped_inventories_take_the_quick_path_and_read_the_same_either_way(name):
+    from respaldo.inventory import _quick_yaml, _read_yaml, _validated
+
+    path = ROOT / "include" / name
+    quick = _quick_yaml(path)
+    assert quick is not None
+    assert _validated(str(path), quick) == _validated(str(path), _read_yaml(path))
