@@ -46,7 +46,6 @@ from devtools.demo_data import financiero_sql  # noqa: E402
 from devtools.servers import PostgresServer, redis_server  # noqa: E402
 
 WORK = ROOT / "bench" / ".work" / "clase"
-RESULTS_MD = ROOT / "bench" / "RESULTS.md"
 SYSTEM_PG = "postgresql://postgres@127.0.0.1:5432"
 PY = sys.executable
 ROWS = 2000
@@ -355,12 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     block = markdown(data)
     print(block)
     if not args.no_results_md:
-        text = RESULTS_MD.read_text(encoding="utf-8") if RESULTS_MD.exists() else ""
-        if START in text:
-            text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
-        else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
-        RESULTS_MD.write_text(text, encoding="utf-8")
+        from bench.run import replace_block
+
+        replace_block(START, END, block)
     shutil.rmtree(WORK, ignore_errors=True)
     return 0
 

@@ -633,6 +633,16 @@ ALONE_START = "<!-- bench.simulacro alone: start -->"
 ALONE_END = "<!-- bench.simulacro alone: end -->"
 
 
+def replace_block(start: str, end: str, block: str) -> None:
+    """Put ``block`` (which begins with ``start`` and ends with ``end``) into RESULTS.md, in place of the old one."""
+    text = RESULTS_MD.read_text(encoding="utf-8") if RESULTS_MD.exists() else ""
+    if start in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    RESULTS_MD.write_text(text, encoding="utf-8")
+
+
 def _only_drills(rounds: int, rows_big: int) -> int:
     """Section 11 alone: its own cluster with the 1 GB database, its own register; rows into RESULTS.md."""
     preflight()
@@ -671,12 +681,7 @@ def _only_drills(rounds: int, rows_big: int) -> int:
         simulacro.HOW,
         ALONE_END,
     ])
-    text = RESULTS_MD.read_text(encoding="utf-8") if RESULTS_MD.exists() else ""
-    if ALONE_START in text:
-        text = text[:text.index(ALONE_START)] + block + text[text.index(ALONE_END) + len(ALONE_END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS_MD.write_text(text, encoding="utf-8")
+    replace_block(ALONE_START, ALONE_END, block)
     (WORK / "results-simulacro.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
     return 0
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import uuid
 from pathlib import Path
 
-import psycopg
 import pytest
-from conftest import RUN_KEY, SYSTEM_PG, write_inventory
+from conftest import RUN_KEY, _system_sql, write_inventory
+from test_airflow_e2e import restore
 
 from devtools.airflow_stack import VENV_BIN, AirflowStack
 from devtools.demo_data import table_checksums_sql
@@ -31,11 +30,6 @@ TARGETS = {
 }
 WORKERS = {"central": "default", "pasto": "sede_pasto"}
 METADATA_DB = f"respaldo_test_celery_airflow_{RUN_KEY}"
-
-
-def _system_sql(sql: str) -> None:
-    with psycopg.connect(f"{SYSTEM_PG}/postgres", autocommit=True) as conn:
-        conn.execute(sql)
 
 
 @pytest.fixture(scope="module")
@@ -63,15 +57,6 @@ def celery_stack(tmp_path_factory, source_pg, smtp):
         finally:
             stack.stop()
             _system_sql(f'DROP DATABASE IF EXISTS "{METADATA_DB}" WITH (FORCE)')
-
-
-def restore(source_pg, artifact: Path) -> str:
-    """``zstd -dc ARTIFACT | pg_restore -d NEWDB``: standard tools alone; return the new database's name."""
-    name = f"restaurada_{uuid.uuid4().hex[:8]}"
-    source_pg.psql(f"CREATE DATABASE {name}")
-    subprocess.run(f"zstd -dc '{artifact}' | pg_restore --no-owner --exit-on-error -d {name}", shell=True,
-                   check=True, env=source_pg.env(database=name), capture_output=True)
-    return name
 
 
 def test_each_targets_four_steps_run_on_its_queues_worker_and_the_copies_restore(celery_stack, source_pg,
