@@ -50,8 +50,7 @@ def copia(target: dict[str, Any], settings: dict[str, Any], **context: Any) -> d
         raise AirflowSkipException(f"«{model.id}» no está entre los objetivos elegidos para esta ejecución")
     source = source_for(model.kind)
     staging = artifacts.staging_dir(settings["root"], model.frequency, model.id, context["run_id"])
-    for leftover in artifacts.remove_leftovers(settings["root"], model.frequency, model.id, keep=staging):
-        log.info("Borrado lo que quedó a medio copiar de una ejecución anterior: %s", leftover)
+    artifacts.sweep_leftovers(settings["root"], model.frequency, model.id, staging, context, settings["dag_id"], log)
     artifacts.remove_staging(staging)
     staging.mkdir(parents=True, exist_ok=True)
     started = _utcnow()
