@@ -219,6 +219,13 @@ def test_inventory_counts_by_kind_and_frequency_class(tmp_path):
         "diario": "1", "financiero": "1", "servidores_virtuales": "0", "total": "2"}
     assert "Por tipo: postgres 2" in proc.stdout
     assert "respaldo_servidores_virtuales: cada 8 días a las 02:00 (America/Bogota); 0 objetivos" in proc.stdout
+    assert "Colas de Celery (cada una necesita un trabajador; con LocalExecutor no cuentan): default 2" in proc.stdout
+
+
+def test_inventory_names_every_queue_a_worker_must_listen_on(tmp_path):
+    text = GOOD.replace("    conn_id: pg_sistemas\n", "    conn_id: pg_sistemas\n    queue: sede_pasto\n")
+    proc = subprocess.run([str(RESPALDO), "inventory", str(write(tmp_path, text))], capture_output=True, text=True)
+    assert proc.stdout.splitlines()[-1].endswith(": default 1, sede_pasto 1"), proc.stdout
 
 
 def test_the_schema_documents_every_target_field():

@@ -101,6 +101,9 @@ def cmd_inventory(args: argparse.Namespace) -> int:
         frequency = inventory.frequencies[name]
         print(f"respaldo_{name}: {frequency.describe(inventory.timezone)}; "
               f"{len(inventory.targets_of(name))} objetivos")
+    by_queue = Counter(inventory.queue_of(t) for t in inventory.targets)
+    print("Colas de Celery (cada una necesita un trabajador; con LocalExecutor no cuentan): "
+          + ", ".join(f"{queue} {by_queue[queue]}" for queue in inventory.queues()))
     return 0
 
 
