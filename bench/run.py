@@ -32,6 +32,11 @@ What it does (3 to 4 minutes on a 2-core machine; everything big it makes is rem
     ``--only simulacro`` runs this section alone (its own cluster and 1 GB database, about 6 minutes) and
     writes its rows into ``bench/RESULTS.md`` under a heading of its own.
 
+14. A class of 100 small PostgreSQL targets on the real scheduler (``bench.clase``), LocalExecutor then Celery
+    with two workers, against ``xargs -P 8`` of ``pg_dump | zstd``; the overhead per task instance and where
+    it goes. Not part of the full run (about 20 minutes on a busy 2-core machine): ``--only clase`` or
+    ``python -m bench.clase`` runs it and writes its rows into ``bench/RESULTS.md`` under a heading of its own.
+
 Working files live in ``bench/.work/`` (gitignored); the results also go to ``bench/RESULTS.md``.
 ``--rounds N`` takes more rounds on a noisy machine. The subprocesses inherit ``PYTHONPATH``, so
 ``PYTHONPATH=/some/copy make bench`` measures a modified copy of the ``respaldo`` package.
@@ -694,15 +699,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows-maria", type=int, default=sources.MARIA_ROWS)
     parser.add_argument("--keep", action="store_true", help="keep bench/.work/run (databases are dropped anyway)")
     parser.add_argument("--no-results-md", action="store_true", help="do not rewrite bench/RESULTS.md")
-    parser.add_argument("--only", choices=["seguimiento", "simulacro"],
+    parser.add_argument("--only", choices=["seguimiento", "simulacro", "clase"],
                         help="run one section alone (seguimiento: results not written; simulacro: its rows go to "
-                             "bench/RESULTS.md under a heading of its own)")
+                             "bench/RESULTS.md under a heading of its own; clase: a 100-target class on the real "
+                             "scheduler, LocalExecutor and Celery, rows into bench/RESULTS.md)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below
     if args.only == "seguimiento":
         return _only_followup()
     if args.only == "simulacro":
         return _only_drills(args.rounds, args.rows_big)
+    if args.only == "clase":
+        from bench import clase
+
+        return clase.main([])
 
     preflight()
     key = uuid.uuid4().hex[:8]
