@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 
 import pytest
@@ -51,8 +52,9 @@ def test_verify_full_with_the_servers_root_certificate_copies_over_tls(ssl_pg, t
     restored = subprocess.run(f"zstd -dc '{result.path}' | pg_restore --list", shell=True, capture_output=True,
                               text=True, check=True).stdout
     assert "TABLE DATA public pagos" in restored
-    assert PostgresSource().check(target("pg_ssl")) == (f"base «cifrada» en 127.0.0.1:{ssl_pg.port} como "
-                                                       f"{BACKUP_ROLE}")
+    checked = PostgresSource().check(target("pg_ssl"))
+    assert re.fullmatch(rf"base «cifrada» en 127\.0\.0\.1:{ssl_pg.port} como {BACKUP_ROLE} "
+                        r"\(PostgreSQL 15\.\d+, pg_dump 15\.\d+\)", checked), checked
 
 
 @pytest.mark.parametrize(("conn_id", "reason"), [
