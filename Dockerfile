@@ -2,12 +2,15 @@
 #
 # Adds what the backup tasks run besides Python:
 #   - pg_dump / pg_restore / psql of PostgreSQL ${PG_MAJOR} from the PGDG apt repository
-#     (apt.postgresql.org), not Debian's. The client major must match the source servers' major
-#     (postgres:15 in docker-compose.yaml; 15 on the institution's servers): Debian's own
-#     postgresql-client follows the Debian release of the base image, and the base image already
-#     ships PGDG's *newest* postgresql-client, whose pg_dump writes archives an older pg_restore
-#     cannot read. So we install postgresql-client-${PG_MAJOR} and put its bin directory first on
-#     PATH, so the pg_wrapper in /usr/bin can never pick another installed major.
+#     (apt.postgresql.org), not Debian's. How the major is chosen when the sources run different
+#     majors: pg_dump refuses to dump a server NEWER than itself ("server version mismatch"), and
+#     dumps every older one (back to 9.2). So the image carries the NEWEST major PGDG publishes, one
+#     client for all the sources; `respaldo check` fails, naming the client to install, when a source
+#     runs a newer major than this (then rebuild with `--build-arg PG_MAJOR=N`). The price: an archive
+#     written by pg_dump N needs pg_restore N or newer to restore (its format version), which this
+#     image has (`respaldo restaurar`, the drills) and a machine restoring by hand installs from PGDG.
+#     The major's bin directory goes first on PATH, so the pg_wrapper in /usr/bin can never pick
+#     another installed major.
 #   - zstd (step 5, and restoring by hand), age (encrypted copies: `encryption` in the inventory),
 #     openssh-client (remote second copies),
 #     fonts-dejavu-core (the FT-GTI-004 PDF: DejaVu Sans prints accents and ñ),
@@ -15,13 +18,16 @@
 #     mariadb-client from MariaDB's repository satisfies it).
 #   - the Python requirements pinned in requirements.txt (Airflow's constraint files are not
 #     reachable from here; requirements.txt is our own fully pinned resolution, including
-#     apache-airflow==3.3.2 itself, so pip keeps the image's Airflow and aligns the rest).
+#     apache-airflow==3.3.2 itself, so pip keeps the image's Airflow and aligns the rest). It holds
+#     production packages only (the celery provider, celery 5.6.3 and redis included); the test
+#     tools (pytest, ruff, aiosmtpd, playwright...) are in requirements-dev.txt, never installed here.
 #
 # The respaldo package is not pip-installed: docker-compose.yaml mounts ./include at
 # /opt/airflow/include and PYTHONPATH points there, so editing the code needs no rebuild.
 FROM apache/airflow:3.3.2-python3.11
 
-ARG PG_MAJOR=15
+# The newest PostgreSQL major PGDG publishes (November 2026). Never lower than a source's major.
+ARG PG_MAJOR=18
 
 USER root
 

@@ -27,8 +27,6 @@ What it does (3 to 4 minutes on a 2-core machine; everything big it makes is rem
 12. The register's pages (``bench.registro``, runs alone too): a 100,000-row register served by a real
     api-server; server time of the first page, a filtered month, other filters, and the month's XLSX and
     PDF sheet of 3,000 lines.
-16. Encryption with age (``bench.cifrado``): the four tasks on the 1 GB database encrypted against the same
-    chain plain, memory flat, and ``age -d | zstd -t`` of the artifact; ``--only cifrado`` runs it alone.
 13. Restores and drills (``bench.simulacro``): what the snapshot-consistent row counts add to ``copia`` on the
     1 GB database, and ``respaldo restaurar`` of the 1 GB artifact against ``zstd -dc X | pg_restore -d NEW``;
     ``--only simulacro`` runs this section alone (its own cluster and 1 GB database, about 6 minutes) and
@@ -38,6 +36,12 @@ What it does (3 to 4 minutes on a 2-core machine; everything big it makes is rem
 15. The external copy (``bench.externo``): ``copia_externa``'s ``SftpDestination.put`` of a 1 GB artifact to sshd on
     loopback (temporary name, sha256 on the server, renames) against ``sftp -b put``; ``python -m bench.externo
     --write`` runs it alone (about 2 minutes) and writes its own section of ``bench/RESULTS.md``.
+16. Encryption with age (``bench.cifrado``): the four tasks on the 1 GB database encrypted against the same
+    chain plain, memory flat, and ``age -d | zstd -t`` of the artifact; ``--only cifrado`` runs it alone.
+17. A class of 100 small PostgreSQL targets on the real scheduler (``bench.clase``), LocalExecutor then Celery
+    with two workers, against ``xargs -P 8`` of ``pg_dump | zstd``; the overhead per task instance and where
+    it goes. Not part of the full run (about 20 minutes on a busy 2-core machine): ``--only clase`` or
+    ``python -m bench.clase`` runs it and writes its rows into ``bench/RESULTS.md`` under a heading of its own.
 
 Working files live in ``bench/.work/`` (gitignored); the results also go to ``bench/RESULTS.md``.
 ``--rounds N`` takes more rounds on a noisy machine. The subprocesses inherit ``PYTHONPATH``, so
@@ -559,9 +563,10 @@ def rounds_text(data: dict) -> str:
 
 def put_section(start: str, end: str, section: str) -> None:
     """Put a section a bench module wrote alone into RESULTS.md between its markers (replacing the last one)."""
+    section = section.rstrip("\n") + "\n"
     text = RESULTS_MD.read_text(encoding="utf-8") if RESULTS_MD.exists() else ""
     if start in text:
-        text = text[:text.index(start)] + section + text[text.index(end) + len(end) + 1:]
+        text = text[:text.index(start)] + section + text[text.index(end) + len(end):].removeprefix("\n")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     RESULTS_MD.write_text(text, encoding="utf-8")
@@ -700,23 +705,13 @@ def _only_drills(rounds: int, rows_big: int) -> int:
         simulacro.HOW,
         ALONE_END,
     ])
-    _replace_block(ALONE_START, ALONE_END, block)
+    put_section(ALONE_START, ALONE_END, block)
     (WORK / "results-simulacro.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
     return 0
 
 
 CIFRADO_START = "<!-- bench.cifrado alone: start -->"
 CIFRADO_END = "<!-- bench.cifrado alone: end -->"
-
-
-def _replace_block(start: str, end: str, block: str) -> None:
-    """Put ``block`` (which starts with ``start`` and ends with ``end``) in RESULTS.md, in place of the old one."""
-    text = RESULTS_MD.read_text(encoding="utf-8") if RESULTS_MD.exists() else ""
-    if start in text:
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS_MD.write_text(text, encoding="utf-8")
 
 
 def _only_encryption(rounds: int, rows_big: int, rows_small: int) -> int:
@@ -751,7 +746,7 @@ def _only_encryption(rounds: int, rows_big: int, rows_small: int) -> int:
     print(text_table(rows))
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     size = bench.sizes[bench.big_db]["db_bytes"] / MB
-    _replace_block(CIFRADO_START, CIFRADO_END, "\n".join([
+    put_section(CIFRADO_START, CIFRADO_END, "\n".join([
         CIFRADO_START,
         f"## Section 16 run alone: encryption with age (`python -m bench.run --only cifrado`), {when}",
         "",
@@ -777,9 +772,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows-maria", type=int, default=sources.MARIA_ROWS)
     parser.add_argument("--keep", action="store_true", help="keep bench/.work/run (databases are dropped anyway)")
     parser.add_argument("--no-results-md", action="store_true", help="do not rewrite bench/RESULTS.md")
-    parser.add_argument("--only", choices=["seguimiento", "simulacro", "cifrado"],
+    parser.add_argument("--only", choices=["seguimiento", "simulacro", "cifrado", "clase"],
                         help="run one section alone (seguimiento: results not written; simulacro: its rows go to "
-                             "bench/RESULTS.md under a heading of its own)")
+                             "bench/RESULTS.md under a heading of its own; clase: a 100-target class on the real "
+                             "scheduler, LocalExecutor and Celery, rows into bench/RESULTS.md)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below
     if args.only == "seguimiento":
@@ -788,6 +784,10 @@ def main(argv: list[str] | None = None) -> int:
         return _only_drills(args.rounds, args.rows_big)
     if args.only == "cifrado":
         return _only_encryption(args.rounds, args.rows_big, args.rows_small)
+    if args.only == "clase":
+        from bench import clase
+
+        return clase.main([])
 
     preflight()
     key = uuid.uuid4().hex[:8]

@@ -1,9 +1,10 @@
 """A real Airflow 3 stack for the end-to-end tests and the demo: the same processes a deployment runs.
 
 ``airflow db migrate``, then ``api-server``, ``scheduler`` and ``dag-processor`` (and ``triggerer``
-on request) as subprocesses of their own process groups, with LocalExecutor, the simple auth
-manager, PostgreSQL as the metadata database and settings that make parsing and scheduling react
-in seconds instead of minutes. :class:`AirflowApi` drives it over the public REST API the way a user
+on request) as subprocesses of their own process groups, with LocalExecutor (or CeleryExecutor with a
+real broker and ``airflow celery worker`` processes, one per queue), the simple auth manager,
+PostgreSQL as the metadata database and settings that make parsing and scheduling react in seconds
+instead of minutes. :class:`AirflowApi` drives it over the public REST API the way a user
 or a script would.
 
 Every process gets an environment built here from scratch (the caller's ``AIRFLOW*`` variables are
@@ -32,6 +33,16 @@ from devtools.servers import free_port
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 FINISHED = {"success", "failed"}
+
+
+#: The variable naming a Celery worker of the stack; :func:`worker_hostname` returns it.
+WORKER_NAME = "RESPALDO_STACK_WORKER"
+
+
+def worker_hostname() -> str:
+    """``[core] hostname_callable`` of the stack's Celery workers: the worker's name, so the task instances
+    it runs say which worker it was (all workers share this machine's real hostname)."""
+    return os.environ[WORKER_NAME]
 
 
 class StackError(RuntimeError):
@@ -162,6 +173,13 @@ class AirflowStack:
         Airflow otherwise runs the latest slot already due at once), which keeps tests deterministic.
     :param timezone: Airflow's ``[core] default_timezone`` (the zone of times given without one), like a
         deployment sets it to the inventory's; Airflow's default (UTC) when None.
+    :param broker_url: a Celery broker (``redis://...``): the stack then runs the CeleryExecutor, and
+        ``celery_workers`` its workers; without it, the LocalExecutor.
+    :param celery_workers: worker name -> the queues it listens on (``"default"``, ``"sede_a,sede_b"``).
+        Each is an ``airflow celery worker`` process whose task instances record the worker's name as
+        their ``hostname`` (``[core] hostname_callable``), so a test can tell which worker ran what.
+    :param parallelism: ``[core] parallelism``.
+    :param worker_concurrency: each Celery worker's concurrency; ``parallelism`` when None.
     """
 
     home: Path
@@ -173,6 +191,10 @@ class AirflowStack:
     triggerer: bool = False
     schedule: bool = True
     timezone: str | None = None
+    broker_url: str | None = None
+    celery_workers: dict[str, str] = field(default_factory=dict)
+    parallelism: int = 8
+    worker_concurrency: int | None = None
     username: str = "admin"
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     api: AirflowApi | None = None
@@ -207,8 +229,8 @@ class AirflowStack:
             AIRFLOW__CORE__DAGS_FOLDER=str(self.dags_folder),
             AIRFLOW__CORE__PLUGINS_FOLDER=str(self.plugins_folder),
             AIRFLOW__CORE__LOAD_EXAMPLES="False",
-            AIRFLOW__CORE__EXECUTOR="LocalExecutor",
-            AIRFLOW__CORE__PARALLELISM="8",
+            AIRFLOW__CORE__EXECUTOR="CeleryExecutor" if self.broker_url else "LocalExecutor",
+            AIRFLOW__CORE__PARALLELISM=str(self.parallelism),
             AIRFLOW__CORE__AUTH_MANAGER="airflow.api_fastapi.auth.managers.simple.simple_auth_manager."
                                         "SimpleAuthManager",
             AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{self.username}:admin",
@@ -233,8 +255,25 @@ class AirflowStack:
         )
         if self.timezone:
             env["AIRFLOW__CORE__DEFAULT_TIMEZONE"] = self.timezone
+        if self.broker_url:
+            env.update(
+                AIRFLOW__CELERY__BROKER_URL=self.broker_url,
+                AIRFLOW__CELERY__WORKER_CONCURRENCY=str(self.worker_concurrency or self.parallelism),
+                # Longer than any task may last (the inventory's timeout_hours), as docs/deployment.md says.
+                AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT=str(7 * 24 * 3600),
+            )
         env.update(self.extra_env)
         return env
+
+    def worker_env(self, name: str) -> dict[str, str]:
+        """A Celery worker's environment: the stack's, its own log-server port, its name as the hostname."""
+        return {
+            **self.env(),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "devtools.airflow_stack.worker_hostname",
+            WORKER_NAME: name,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        }
 
     def airflow(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         """Run an ``airflow`` CLI command against this stack."""
@@ -256,18 +295,23 @@ class AirflowStack:
             self.airflow("db", "migrate")
             names = ["api-server", "scheduler", "dag-processor"] + (["triggerer"] if self.triggerer else [])
             for name in names:
-                self._spawn(name)
+                self._spawn(name, [name])
+            for worker, queues in self.celery_workers.items():
+                self._spawn(f"worker-{worker}", ["celery", "worker", "--queues", queues, "--celery-hostname",
+                                                 f"{worker}@%h", "--concurrency",
+                                                 str(self.worker_concurrency or self.parallelism)],
+                            self.worker_env(worker))
             self._wait_until_ready(timeout)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _spawn(self, name: str) -> None:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
         log = (self.home / f"{name}.log").open("ab")
         try:
             self.processes[name] = subprocess.Popen(
-                [str(VENV_BIN / "airflow"), name], env=self.env(), cwd=self.home, stdin=subprocess.DEVNULL,
+                [str(VENV_BIN / "airflow"), *args], env=env or self.env(), cwd=self.home, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         finally:

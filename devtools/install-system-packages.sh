@@ -3,7 +3,8 @@
 #   client tools the copies run:   postgresql-client (pg_dump, pg_restore, psql), mariadb-client, zstd,
 #                                   openssh-client
 #   building mysqlclient (pip):    default-libmysqlclient-dev, pkg-config
-#   the tests' real servers:       postgresql, mariadb-server (throwaway instances), openssh-server;
+#   the tests' real servers:       postgresql, mariadb-server (throwaway instances), openssh-server,
+#                                   redis-server (the Celery broker of the CeleryExecutor test);
 #                                   strace (no-I/O checks)
 #   encrypted copies:              age (decrypts for `respaldo verificar/restaurar --identidad`, drills, tests)
 #   checking docker-compose.yaml:  docker-compose (no engine needed for `config`)
@@ -13,7 +14,7 @@
 set -euo pipefail
 packages=(postgresql postgresql-client mariadb-client mariadb-server zstd openssh-client openssh-server strace
           default-libmysqlclient-dev pkg-config docker-compose python3-venv fonts-dejavu-core chromium
-          poppler-utils age)
+          poppler-utils age redis-server)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -238,6 +238,38 @@ class SmtpServer:
                            "extra": {"disable_ssl": True, "disable_tls": True, "from_email": from_email}})
 
 
+@dataclass
+class RedisServer:
+    """A real Redis on loopback (the Celery broker), in memory only: no RDB snapshot, no append-only file."""
+
+    port: int = 0
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.port = self.port or free_port()
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", tempfile.gettempdir()], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        stop_process(self.process, 10)
+
+
+@contextlib.contextmanager
+def redis_server() -> Generator[RedisServer, None, None]:
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 SSH_TEST_USER = "respaldo_prueba"
 
 

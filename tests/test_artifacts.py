@@ -189,3 +189,20 @@ def test_staging_removal_never_touches_anything_outside_staging(tmp_path):
     (staged / "pg.dump").write_bytes(b"x")
     artifacts.remove_staging(staged)
     assert not staged.exists() and (keep / "a.zst").exists()
+
+
+def test_a_copy_removes_what_earlier_runs_of_its_target_left_in_staging_and_nothing_else(tmp_path):
+    """What cierre on another worker cannot reach, the target's next copia removes."""
+    old = artifacts.staging_dir(tmp_path, "diario", "pg", "scheduled__2026-01-01T00:00:00+00:00")
+    now = artifacts.staging_dir(tmp_path, "diario", "pg", "manual__2026-01-02T00:00:00+00:00")
+    other = artifacts.staging_dir(tmp_path, "diario", "otro", "scheduled__2026-01-01T00:00:00+00:00")
+    for folder in (old, now, other):
+        folder.mkdir(parents=True)
+        (folder / "x.dump").write_bytes(b"x")
+    artifact = tmp_path / "diario" / "pg" / "2026" / "01" / "pg_20260101T000000.dump.zst"
+    artifact.parent.mkdir(parents=True)
+    artifact.write_bytes(b"x")
+
+    assert artifacts.remove_leftovers(tmp_path, "diario", "pg", keep=now) == [old]
+    assert not old.exists() and now.exists() and other.exists() and artifact.exists()
+    assert artifacts.remove_leftovers(tmp_path, "diario", "nuevo", keep=now) == []

@@ -23,7 +23,11 @@ def test_check_reports_each_source_and_fails_when_one_does_not_answer(source_pg,
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert lines[0].startswith(f"[OK] carpeta de respaldos: {root} (")
     assert "[OK] registro FT-GTI-004: conexión «respaldo_registro» responde" in lines
-    assert f"[OK] financiero_pg: base «financiero» en 127.0.0.1:{source_pg.port} como respaldo_lector" in lines
+    [good] = [line for line in lines if line.startswith("[OK] financiero_pg:")]
+    assert good.startswith(f"[OK] financiero_pg: base «financiero» en 127.0.0.1:{source_pg.port} como respaldo_lector "
+                           "(PostgreSQL 15."), good
+    assert ", pg_dump 15." in good, "the client's version is shown beside the server's"
+    assert "[OK] tiempo de visibilidad de Celery" in "\n".join(lines)
     [bad] = [line for line in lines if line.startswith("[FALLA] clave_mala_pg")]
     assert "password authentication failed" in bad
     assert BACKUP_PASSWORD not in proc.stdout + proc.stderr

@@ -33,7 +33,7 @@ def bag(tmp_path, monkeypatch):
     targets = [
         {"id": "financiero_pg", "kind": "postgres", "frequency": "financiero", "conn_id": "pg_financiero"},
         {"id": "nomina_pg", "kind": "postgres", "frequency": "financiero", "conn_id": "pg_financiero",
-         "retries": 4, "pool": "servidor_nomina"},
+         "retries": 4, "pool": "servidor_nomina", "queue": "sede_pasto"},
         {"id": "portal_pg", "kind": "postgres", "frequency": "diario", "conn_id": "pg_portal"},
         {"id": "documentos", "kind": "files", "frequency": "diario", "path": "/srv/documentos"},
     ]
@@ -119,6 +119,15 @@ def test_the_form_is_checked_once_before_any_target_and_the_run_is_closed_after_
     assert opening.downstream_task_ids == {"financiero_pg.copia", "nomina_pg.copia", "cierre"}
     assert closing.upstream_task_ids == {"financiero_pg.registrar", "nomina_pg.registrar", "preparar"}
     assert opening.pool == closing.pool == "default_pool", "they must run even when every server's pool is busy"
+
+
+def test_all_four_steps_of_a_target_run_on_its_queue_and_the_runs_own_tasks_on_default(bag):
+    dag = bag.get_dag("respaldo_financiero")
+    assert {dag.get_task(f"nomina_pg.{step}").queue for step in STEPS} == {"sede_pasto"}
+    assert {dag.get_task(f"financiero_pg.{step}").queue for step in STEPS} == {"default"}
+    assert dag.get_task("preparar").queue == dag.get_task("cierre").queue == "default"
+    [callback] = dag.get_task("nomina_pg.copia").on_failure_callback
+    assert callback.target["queue"] == "sede_pasto", "a failure handled elsewhere must know where the staging is"
 
 
 def test_retries_pool_and_failure_callbacks_come_from_the_inventory(bag):

@@ -28,8 +28,11 @@ DOCKERFILE = REPO / "Dockerfile"
 ENV_EXAMPLE = REPO / ".env.example"
 
 AIRFLOW_SERVICES = ["airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
-                    "airflow-init"]
-OTHER_SERVICES = ["postgres", "fuente-demo", "mailpit"]
+                    "airflow-init", "airflow-worker", "flower"]
+OTHER_SERVICES = ["postgres", "fuente-demo", "mailpit", "redis"]
+#: Services that start only when their profile is asked for; everything else is production.
+PROFILED = {"fuente-demo": "demo", "mailpit": "demo", "redis": "celery", "airflow-worker": "celery",
+            "flower": "celery", "airflow-cli": "debug"}
 
 #: Where the Airflow containers expect each part of the repository, and the backups volume.
 MOUNTS = {
@@ -118,18 +121,66 @@ def compose_command() -> list[str]:
 # --- the compose file as docker-compose reads it ---------------------------------------------------
 
 
-@pytest.mark.parametrize("env_file", ["no .env (defaults)", ".env.example"])
+def _config(env_file: Path) -> subprocess.CompletedProcess:
+    names = _compose_variables(COMPOSE_FILE.read_text(encoding="utf-8")) | {"COMPOSE_PROFILES"}
+    env = {key: value for key, value in os.environ.items() if key not in names}
+    argv = [*compose_command(), "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config", "-q"]
+    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("env_file", ["no .env (defaults)", ".env.example", "celery and demo profiles"])
 def test_docker_compose_accepts_the_file(env_file, tmp_path):
     if env_file == ".env.example":
         env_path = ENV_EXAMPLE
     else:
         env_path = tmp_path / "empty.env"
-        env_path.write_text("")
-    names = _compose_variables(COMPOSE_FILE.read_text(encoding="utf-8"))
-    env = {key: value for key, value in os.environ.items() if key not in names}
-    argv = [*compose_command(), "--env-file", str(env_path), "-f", str(COMPOSE_FILE), "config", "-q"]
-    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        env_path.write_text("RESPALDO_EXECUTOR=CeleryExecutor\nCOMPOSE_PROFILES=celery,demo\n"
+                            if "celery" in env_file else "")
+    proc = _config(env_path)
     assert proc.returncode == 0, f"docker-compose config -q failed:\n{proc.stderr}"
+
+
+def test_the_demo_and_celery_parts_start_only_with_their_profile():
+    """docker-compose 1.29's `config` lists every service whatever the profile, so the file itself is read."""
+    profiles = {name: body.get("profiles") for name, body in compose()["services"].items()}
+    assert {name: p for name, p in profiles.items() if p} == {name: [p] for name, p in PROFILED.items()}
+
+
+@pytest.mark.parametrize("name", sorted(set(AIRFLOW_SERVICES + OTHER_SERVICES) - set(PROFILED)))
+def test_production_services_depend_on_nothing_of_a_profile(name):
+    for needed in service(name).get("depends_on") or {}:
+        assert needed not in PROFILED, f"{name} depends on {needed}, which only starts with --profile " \
+                                       f"{PROFILED[needed]}"
+
+
+@pytest.mark.parametrize(("name", "port"), [("mailpit", 8025), ("mailpit", 1025), ("flower", 5555),
+                                            ("redis", 6379), ("airflow-worker", 8793)])
+def test_pages_without_a_login_and_the_broker_are_published_on_loopback_only(name, port):
+    [entry] = [str(e) for e in service(name)["ports"] if str(e).rsplit(":", 1)[-1] == str(port)]
+    assert entry.startswith("127.0.0.1:"), entry
+
+
+def test_the_workers_and_flower_wait_for_the_broker():
+    for name in ("airflow-worker", "flower"):
+        assert service(name)["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_the_worker_takes_the_queues_of_its_site_and_refuses_to_run_without_the_celery_executor():
+    script = "\n".join(service("airflow-worker")["command"])
+    assert 'airflow celery worker --queues "${RESPALDO_WORKER_QUEUES}"' in script
+    assert "CeleryExecutor" in script and "exit 1" in script
+    assert environment("airflow-worker")["RESPALDO_WORKER_QUEUES"] == "default"
+    init = "\n".join(service("airflow-init")["command"])
+    assert "CeleryExecutor" in init and "celery profile" in init
+
+
+def test_the_visibility_timeout_outlasts_any_task_the_inventory_allows():
+    from respaldo.inventory import Frequency
+
+    [longest] = [m.le for m in Frequency.model_fields["timeout_hours"].metadata if getattr(m, "le", None)]
+    for name in AIRFLOW_SERVICES:
+        seconds = int(environment(name)["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT"])
+        assert seconds > longest * 3600 >= load_inventory(docker_inventory_path()).longest_timeout_hours() * 3600
 
 
 @pytest.mark.parametrize("name", AIRFLOW_SERVICES + OTHER_SERVICES)
@@ -195,7 +246,8 @@ def test_every_airflow_service_runs_the_image_built_from_the_dockerfile(name):
 def test_secrets_shared_by_the_airflow_components_are_the_same_everywhere(name):
     reference = environment("airflow-apiserver")
     for variable in ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY", "AIRFLOW__CORE__FERNET_KEY",
-                     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
+                     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CELERY__BROKER_URL",
+                     "AIRFLOW__CELERY__RESULT_BACKEND"):
         assert environment(name).get(variable) == reference.get(variable), variable
 
 
@@ -346,11 +398,16 @@ def test_the_dockerfile_installs_the_apt_packages_the_backups_run(package, why):
     assert any(re.search(rf"(\s|^){package}(\s|;|$)", line) for line in install), f"missing: {why}"
 
 
-def test_pg_dump_in_the_image_has_the_major_version_of_the_demo_source():
+def test_pg_dump_in_the_image_is_at_least_as_new_as_every_postgresql_server_of_the_stack():
+    """pg_dump refuses to dump a newer server and dumps every older one: the image carries the newest major."""
     text = dockerfile()
-    major = re.search(r"^ARG PG_MAJOR=(\d+)", text, re.M).group(1)
-    assert service("fuente-demo")["image"] == f"postgres:{major}"
-    assert service("postgres")["image"] == f"postgres:{major}"
+    major = int(re.search(r"^ARG PG_MAJOR=(\d+)", text, re.M).group(1))
+    servers = {name: body["image"] for name, body in compose()["services"].items()
+               if str(body.get("image", "")).startswith("postgres:")}
+    assert set(servers) == {"postgres", "fuente-demo"}
+    for name, image in servers.items():
+        assert int(image.split(":")[1].split(".")[0]) <= major, f"{name} ({image}) is newer than pg_dump {major}"
+    assert major >= 18, "the newest major PGDG publishes, so one client dumps every source"
     assert re.search(r"^ENV PATH=\"/usr/lib/postgresql/\$\{PG_MAJOR\}/bin:", text, re.M), (
         "the pinned client must come first on PATH")
 
@@ -435,3 +492,14 @@ def test_the_production_requirements_carry_no_test_tools():
               if "==" in line and not line.startswith("#")}
     assert "apache-airflow" in pinned and "zstandard" in pinned
     assert not pinned & {"pytest", "pytest-timeout", "ruff", "aiosmtpd", "hypothesis", "playwright", "moto"}
+
+
+def test_the_production_lock_has_the_celery_executor_with_the_celery_release_its_provider_imports_with():
+    pinned = dict(line.split("==", 1) for line in (REPO / "requirements.txt").read_text().splitlines()
+                  if "==" in line and not line.startswith("#"))
+    assert "apache-airflow-providers-celery" in pinned and "redis" in pinned
+    # celery 5.7.0 breaks the provider's import ("cannot import name 'retry' from 'celery.backends.database'").
+    assert pinned["celery"] == "5.6.3"
+    from airflow.providers.celery.executors.celery_executor import CeleryExecutor
+
+    assert CeleryExecutor.__name__ == "CeleryExecutor"

@@ -155,6 +155,36 @@ def test_a_scheduled_run_leaves_nothing_in_staging_and_closes_cleanly(backups, r
     assert Path(register_rows(target="sistema_informacion_pg", run_id=run.run_id)[0]["artifact_path"]).is_file()
 
 
+def test_a_copy_removes_what_an_earlier_run_of_its_target_left_in_staging(backups, register_rows):
+    """One worker per queue: cierre (on `default`) cannot reach a site's staging; the target's next copia can."""
+    backups.write([SISTEMA])
+    left = backups.root / ".staging" / "diario" / SISTEMA["id"] / "scheduled__2026-04-30T04_00_00_00_00"
+    left.mkdir(parents=True)
+    (left / "sistema_informacion_pg.dump").write_bytes(b"a copy cut short")
+    other = backups.root / ".staging" / "diario" / "otro_objetivo" / "scheduled__2026-04-30T04_00_00_00_00"
+    other.mkdir(parents=True)
+    run = backups.run("respaldo_diario", logical_date=dt.datetime(2026, 5, 1, 4, 0, tzinfo=dt.UTC))
+    assert states(run)["cierre"] == "success"
+    assert not left.exists(), "the earlier run's half copy is gone"
+    assert other.exists(), "another target's staging is its own copia's business"
+
+
+@pytest.mark.parametrize(("active", "removed"), [(1, True), (2, False)])
+def test_leftovers_stay_while_another_run_of_the_dag_is_active(tmp_path, active, removed):
+    """A backfill runs beside the scheduled run: its staging may be in use."""
+    import logging
+    from types import SimpleNamespace
+
+    from respaldo import artifacts
+
+    left = artifacts.staging_dir(tmp_path, "diario", "pg", "backfill__2026-04-30T04:00:00+00:00")
+    left.mkdir(parents=True)
+    keep = artifacts.staging_dir(tmp_path, "diario", "pg", "manual__2026-05-01T00:00:00+00:00")
+    ti = SimpleNamespace(get_dr_count=lambda **kwargs: active)
+    artifacts.sweep_leftovers(tmp_path, "diario", "pg", keep, {"ti": ti}, "respaldo_diario", logging.getLogger("t"))
+    assert left.exists() != removed
+
+
 @pytest.mark.parametrize(("target", "sentence", "key"), [
     ({"id": "documentos", "kind": "files", "frequency": "diario", "path": "/etc", "include": ["no_existe_aqui"]},
      "no existe «no_existe_aqui» en este servidor: revise `path` e `include` del objetivo en el inventario",
@@ -177,3 +207,24 @@ def test_the_register_and_the_email_get_one_plain_sentence_and_the_tools_key_lin
     assert len(error) < 700, error
     [mail] = [m for m in mails_of(smtp, run.run_id) if target["id"] in m["Subject"]]
     assert sentence in mail.get_body(("html",)).get_content()
+
+
+def test_a_failure_handled_away_from_its_targets_queue_says_where_the_staging_is_and_who_removes_it(
+        backups, smtp, register_rows):
+    """One worker per queue: cierre (on `default`) cannot see a `sede_pasto` target's staging folder."""
+    backups.write([CLAVE_MALA])
+    run = backups.run("respaldo_financiero")
+    settings = backups.dag("respaldo_financiero").get_task("preparar").settings
+    facts = fallas.RunFacts("respaldo_financiero", run.run_id, "manual", None)
+    model = target_from(CLAVE_MALA | {"mechanism": "automatic", "responsible": "x", "queue": "sede_pasto"})
+
+    outcome = fallas.handle(model, settings, facts, fallas.Failure("copia", 9, fallas.PROCESS_LOST), {},
+                            here="default")
+
+    [note] = outcome.notes
+    assert "cola «sede_pasto»" in note and "la próxima copia de «financiero_pg» lo borra" in note
+    [mail] = [m for m in mails_of(smtp, run.run_id) if "(intento 9)" in m.get_body(("html",)).get_content()]
+    assert "cola «sede_pasto»" in mail.get_body(("html",)).get_content()
+    local = fallas.handle(model, settings, facts, fallas.Failure("copia", 10, fallas.PROCESS_LOST), {},
+                          here="sede_pasto")
+    assert local.notes == [], "on its own queue's worker there is nothing left elsewhere to tell"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 
 import pytest
@@ -51,8 +52,9 @@ def test_verify_full_with_the_servers_root_certificate_copies_over_tls(ssl_pg, t
     restored = subprocess.run(f"zstd -dc '{result.path}' | pg_restore --list", shell=True, capture_output=True,
                               text=True, check=True).stdout
     assert "TABLE DATA public pagos" in restored
-    assert PostgresSource().check(target("pg_ssl")) == (f"base «cifrada» en 127.0.0.1:{ssl_pg.port} como "
-                                                       f"{BACKUP_ROLE}")
+    checked = PostgresSource().check(target("pg_ssl"))
+    assert re.fullmatch(rf"base «cifrada» en 127\.0\.0\.1:{ssl_pg.port} como {BACKUP_ROLE} "
+                        r"\(PostgreSQL 15\.\d+, pg_dump 15\.\d+\)", checked), checked
 
 
 @pytest.mark.parametrize(("conn_id", "reason"), [
@@ -90,3 +92,28 @@ def test_a_missing_connection_is_named_for_every_database_kind(tmp_path):
         with pytest.raises(CopyError, match=f"^No existe la conexión de Airflow «{missing.conn_id}»: créela en Admin"):
             source.copy(missing, tmp_path / "copia", logging.getLogger("prueba"))
         assert not (tmp_path / "copia").exists()
+
+
+def test_a_pg_dump_older_than_its_server_is_told_plainly_with_what_to_install():
+    from types import SimpleNamespace
+
+    from respaldo.hooks.postgres import explain_libpq
+
+    # pg_dump's own words when its server is newer (src/bin/pg_dump/pg_backup_db.c).
+    text = ("pg_dump: error: aborting because of server version mismatch\n"
+            "pg_dump: detail: server version: 16.4 (Debian 16.4-1.pgdg120+1); pg_dump version: 15.14 (Debian "
+            "15.14-0+deb12u1)")
+    reason = explain_libpq(text, SimpleNamespace(where="10.0.0.5:5432", conn_id="pg_sede", host="10.0.0.5", user="x"))
+    assert "el servidor 10.0.0.5:5432 es PostgreSQL 16.4" in reason
+    assert "pg_dump de este equipo es 15.14" in reason and "postgresql-client-16" in reason
+
+
+def test_pg_dump_version_reads_the_tool_on_path():
+    from respaldo.sources.postgres import pg_dump_version
+
+    number, text = pg_dump_version({"PATH": "/usr/lib/postgresql/15/bin:/usr/bin:/bin"})
+    assert number // 10000 == 15 and text.startswith("15.")
+    real = subprocess.run(["/usr/lib/postgresql/15/bin/pg_dump", "--version"], capture_output=True, text=True).stdout
+    assert text in real
+    with pytest.raises(CopyError, match="versión de pg_dump"):
+        pg_dump_version({"PATH": "/nonexistent"})

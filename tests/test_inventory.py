@@ -69,6 +69,17 @@ def test_a_good_inventory_loads_with_its_defaults(tmp_path):
     assert inventory.target("sistema_pg").mechanism == "automatic"
 
 
+def test_a_targets_queue_is_its_own_else_its_class_else_default(tmp_path):
+    text = (GOOD.replace('    schedule: "0 23 * * *"\n', '    schedule: "0 23 * * *"\n    queue: sede_pasto\n')
+                .replace("    conn_id: pg_sistemas\n", "    conn_id: pg_sistemas\n    queue: sede-mocoa\n"))
+    other = "  - id: otro_pg\n    kind: postgres\n    frequency: diario\n    conn_id: pg_otro\n    responsible: X\n"
+    inventory = load_inventory(write(tmp_path, text + other))
+    assert inventory.queue_of(inventory.target("financiero_pg")) == "default"
+    assert inventory.queue_of(inventory.target("sistema_pg")) == "sede-mocoa"
+    assert inventory.queue_of(inventory.target("otro_pg")) == "sede_pasto"
+    assert inventory.queues() == ["default", "sede-mocoa", "sede_pasto"]
+
+
 def test_the_inventory_shipped_in_include_is_valid():
     inventory = load_inventory(ROOT / "include" / "inventory.yaml")
     assert {"financiero", "diario", "servidores_virtuales"} <= set(inventory.frequencies)
@@ -108,6 +119,12 @@ BAD_CASES = [
     ("broken YAML", ("  diario:\n", "  diario\n"), 11, ["YAML mal formado", "el bloque empieza en la línea 10"]),
     ("duplicate key", ("    database: financiero\n", "    database: financiero\n    database: otra\n"), 22,
      ["clave repetida"]),
+    ("a target queue with a comma",
+     ("    conn_id: pg_sistemas\n", "    conn_id: pg_sistemas\n    queue: pasto,mocoa\n"), 27,
+     ["«pasto,mocoa» no sirve como cola", "--queues"]),
+    ("a class queue with a space and capitals", ('    schedule: "0 23 * * *"\n',
+                                                 '    schedule: "0 23 * * *"\n    queue: Sede Pasto\n'),
+     12, ["«Sede Pasto» no sirve como cola"]),
 ]
 
 
@@ -130,6 +147,36 @@ def test_every_problem_is_reported_at_once(tmp_path):
     assert any("responsable" in p for p in found)
     assert any("diaria" in p for p in found)
     assert any("0 99" in p for p in found)
+
+
+@pytest.mark.parametrize(("executor", "visibility", "warned"), [
+    ("CeleryExecutor", "3600", True),
+    ("airflow.providers.celery.executors.celery_executor.CeleryExecutor", None, False),  # 24 h by default
+    ("CeleryExecutor", "21600", False),
+    ("LocalExecutor", "3600", False),
+])
+def test_validate_warns_when_a_task_may_outlive_celerys_visibility_timeout(tmp_path, executor, visibility, warned):
+    path = write(tmp_path, GOOD.replace('    every_days: 8\n', '    every_days: 8\n    timeout_hours: 6\n'))
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
+    env.update(AIRFLOW__CORE__EXECUTOR=executor, AIRFLOW_HOME=str(tmp_path))
+    if visibility:
+        env["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT"] = visibility
+    proc = subprocess.run([str(RESPALDO), "validate", str(path)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert ("Advertencia: con CeleryExecutor" in proc.stdout) == warned, proc.stdout
+    if warned:
+        assert "3600 s" in proc.stdout and "servidores_virtuales" in proc.stdout
+        assert "por encima de 21600" in proc.stdout
+
+
+def test_validate_reads_the_visibility_timeout_from_airflow_cfg_too(tmp_path):
+    path = write(tmp_path, GOOD)
+    (tmp_path / "airflow.cfg").write_text("[core]\nexecutor = CeleryExecutor\n\n"
+                                          "[celery_broker_transport_options]\nvisibility_timeout = 600\n")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
+    proc = subprocess.run([str(RESPALDO), "validate", str(path)], capture_output=True, text=True,
+                          env={**env, "AIRFLOW_HOME": str(tmp_path)})
+    assert "más de 600 s" in proc.stdout, proc.stdout
 
 
 def test_validate_prints_every_problem_without_a_traceback_and_exits_1(tmp_path):
@@ -172,6 +219,13 @@ def test_inventory_counts_by_kind_and_frequency_class(tmp_path):
         "diario": "1", "financiero": "1", "servidores_virtuales": "0", "total": "2"}
     assert "Por tipo: postgres 2" in proc.stdout
     assert "respaldo_servidores_virtuales: cada 8 días a las 02:00 (America/Bogota); 0 objetivos" in proc.stdout
+    assert "Colas de Celery (cada una necesita un trabajador; con LocalExecutor no cuentan): default 2" in proc.stdout
+
+
+def test_inventory_names_every_queue_a_worker_must_listen_on(tmp_path):
+    text = GOOD.replace("    conn_id: pg_sistemas\n", "    conn_id: pg_sistemas\n    queue: sede_pasto\n")
+    proc = subprocess.run([str(RESPALDO), "inventory", str(write(tmp_path, text))], capture_output=True, text=True)
+    assert proc.stdout.splitlines()[-1].endswith(": default 1, sede_pasto 1"), proc.stdout
 
 
 def test_the_schema_documents_every_target_field():
@@ -191,3 +245,51 @@ def test_the_schema_documents_every_target_field():
 def test_an_inventory_that_is_not_a_mapping_is_rejected_plainly(tmp_path, text):
     assert problems(tmp_path, text) == [f"{tmp_path / 'inventory.yaml'}:1: el inventario debe ser un bloque de "
                                         "claves (organization, storage, frequencies, targets...)."]
+
+
+# (YAML text, whether libyaml's quick reading is taken): the quick reader must read a file exactly as ruamel's
+# YAML 1.2 reader does, or refuse it and leave it to ruamel.
+QUICK_CASES = [
+    ("a: 6\nb: 6.5\nc: true\nd: null\ne: 2026-01-01\nf: '02:00'\ng: [x, y, n]\nh: ~\ni: -3\nj: 0\nk: 0.5\n"
+     "l: texto con ñ\nm: |\n  bloque\nn: \"yes\"\no: 0 23 * * *\n", True),
+    ("at: 02:00\n", False),        # YAML 1.1: 120 (sexagesimal); 1.2: "02:00"
+    ("retries: 010\n", False),     # 1.1: 8 (octal); 1.2: 10
+    ("description: no\n", False),  # 1.1: False; 1.2: "no"
+    ("x: on\n", False),
+    ("x: 0o10\n", False),
+    ("x: 0x1F\n", False),
+    ("x: 1_000\n", False),
+    ("x: 1e5\n", False),           # 1.1: a string; 1.2: 100000.0
+    ("x: .inf\n", False),
+    ("x: 1\nx: 2\n", False),       # a repeated key: ruamel says where
+]
+
+
+@pytest.mark.parametrize(("text", "quick"), QUICK_CASES, ids=[c[0].split("\n")[0] for c in QUICK_CASES])
+def test_the_quick_yaml_reader_reads_as_ruamel_does_or_leaves_the_file_to_it(tmp_path, text, quick):
+    from ruamel.yaml import YAML
+
+    from respaldo.inventory import _quick_yaml
+
+    path = tmp_path / "x.yaml"
+    path.write_text(text, encoding="utf-8")
+    found = _quick_yaml(path)
+    assert (found is not None) == quick, found
+    if quick:
+        assert found == dict(YAML(typ="rt", pure=True).load(text))
+
+
+def test_an_inventory_the_quick_reader_refuses_still_loads_as_yaml_1_2_reads_it(tmp_path):
+    text = GOOD.replace('    at: "02:00"\n', "    at: 02:00\n")
+    assert "at: 02:00\n" in text
+    assert load_inventory(write(tmp_path, text)).frequencies["servidores_virtuales"].at == "02:00"
+
+
+@pytest.mark.parametrize("name", ["inventory.yaml", "inventory.docker.yaml"])
+def test_the_shipped_inventories_take_the_quick_path_and_read_the_same_either_way(name):
+    from respaldo.inventory import _quick_yaml, _read_yaml, _validated
+
+    path = ROOT / "include" / name
+    quick = _quick_yaml(path)
+    assert quick is not None
+    assert _validated(str(path), quick) == _validated(str(path), _read_yaml(path))

@@ -516,6 +516,8 @@ def test_a_class_with_retention_gets_one_retencion_teardown_after_every_target_a
         {"id": "documentos", "kind": "files", "frequency": "diario", "path": "/srv/documentos"},
         {"id": "nomina", "kind": "files", "frequency": "financiero", "path": "/srv/nomina",
          "retention": {"keep_daily": 30}},
+        {"id": "contratos", "kind": "files", "frequency": "financiero", "path": "/srv/contratos", "queue": "sede_pasto",
+         "retention": {"keep_daily": 60}},
         {"id": "imagen", "kind": "files", "frequency": "servidores_virtuales", "path": "/srv/imagen"},
     ], {"diario": {"schedule": "0 23 * * *", "retention": {"keep_last": 7, "keep_monthly": 12}},
         "financiero": {"schedule": "0 13 * * *"}, "servidores_virtuales": {"every_days": 8}})
@@ -530,8 +532,14 @@ def test_a_class_with_retention_gets_one_retencion_teardown_after_every_target_a
                                  "keep_yearly": None, "min_keep": 3, "keep_all": False}
     assert pruning.settings is diario.get_task("preparar").settings  # one settings dict per DAG (parse time)
     assert "**Retención:** keep_last 7, keep_monthly 12, min_keep 3." in diario.doc_md
+    assert pruning.queue == "default"
+    # Targets with retention on two Celery queues: one retention task on each queue, after every target.
     financiero = bag.get_dag("respaldo_financiero")
-    assert financiero.get_task("retencion").retention is None
+    assert "retencion" not in financiero.task_ids
+    for queue in ("default", "sede_pasto"):
+        task = financiero.get_task(f"retencion_en_{queue}")
+        assert task.queue == queue and task.retention is None and task.is_teardown
+        assert task.upstream_task_ids == {"nomina.registrar", "contratos.registrar", "preparar"}
     assert "con la suya propia: `nomina` (keep_daily 30, min_keep 3)" in financiero.doc_md
     virtuales = bag.get_dag("respaldo_servidores_virtuales")
     assert "retencion" not in virtuales.task_ids

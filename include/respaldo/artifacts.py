@@ -465,3 +465,40 @@ def remove_staging(path: Path) -> None:
     """Remove a run's staging folder (the uncompressed copy); never touches artifacts."""
     if STAGING in path.parts:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_leftovers(root: str | Path, frequency: str, target: str, keep: Path) -> list[Path]:
+    """Remove the staging folders earlier runs of a target left behind; return those removed.
+
+    Call it only when the run that calls it is its DAG's only active run (a target belongs to one DAG):
+    then no other run can still need a staging folder (:func:`sweep_leftovers`). This is what cleans a
+    failed run's leftovers on a worker that ``cierre`` (on the default queue) cannot reach.
+    """
+    folder = Path(root) / STAGING / frequency / target
+    try:
+        earlier = [path for path in folder.iterdir() if path.is_dir() and path != keep]
+    except FileNotFoundError:
+        return []
+    for path in earlier:
+        remove_staging(path)
+    return earlier
+
+
+def sweep_leftovers(root: str | Path, frequency: str, target: str, keep: Path, context: Mapping,
+                    dag_id: str, log: logging.Logger) -> None:
+    """At the start of a target's first step: remove earlier runs' staging folders, if no other run is active.
+
+    A DAG runs one run at a time, but a backfill runs beside it: with another run active, its folders
+    may be in use, and they are left for a later copy (said in the log).
+    """
+    try:
+        active = context["ti"].get_dr_count(dag_id=dag_id, states=["running", "queued"])
+    except Exception as err:  # noqa: BLE001 - outside Airflow's task runner (a bench, a script): leave them
+        log.info("No se revisaron las carpetas temporales de ejecuciones anteriores (%s).", err)
+        return
+    if active > 1:
+        log.info("Hay %d ejecuciones activas de %s: las carpetas temporales de otras ejecuciones no se tocan.",
+                 active, dag_id)
+        return
+    for leftover in remove_leftovers(root, frequency, target, keep):
+        log.info("Borrado lo que quedó a medio copiar de una ejecución anterior: %s", leftover)

@@ -31,7 +31,47 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(f"{inventory.path}: inventario válido: {len(inventory.targets)} objetivos en "
           f"{len(inventory.frequencies)} clases de frecuencia "
           f"({', '.join(f'respaldo_{name}' for name in sorted(inventory.frequencies))}).")
+    warning = _visibility_warning(inventory)
+    if warning:
+        print(f"Advertencia: {warning}")
     return 0
+
+
+#: What the celery provider uses when ``[celery_broker_transport_options] visibility_timeout`` is not set.
+CELERY_DEFAULT_VISIBILITY_TIMEOUT = 86400
+
+
+def _airflow_setting(section: str, key: str) -> str | None:
+    """An Airflow setting as Airflow reads it first: ``AIRFLOW__SECTION__KEY``, else ``$AIRFLOW_HOME/airflow.cfg``.
+
+    Read without importing Airflow (seconds), so ``respaldo validate`` stays a quick look at files.
+    """
+    import configparser
+
+    value = os.environ.get(f"AIRFLOW__{section.upper()}__{key.upper()}")
+    if value is not None:
+        return value
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow") / "airflow.cfg", encoding="utf-8")
+    return parser.get(section, key, fallback=None)
+
+
+def _visibility_warning(inventory: Inventory) -> str | None:
+    """With the CeleryExecutor, a task longer than the broker's visibility timeout is delivered again to another
+    worker while the first still runs (Redis): the longest ``timeout_hours`` must fit inside it."""
+    if "CeleryExecutor" not in (_airflow_setting("core", "executor") or ""):
+        return None
+    seconds = int(_airflow_setting("celery_broker_transport_options", "visibility_timeout")
+                  or CELERY_DEFAULT_VISIBILITY_TIMEOUT)
+    longest = inventory.longest_timeout_hours()
+    if longest * 3600 <= seconds:
+        return None
+    classes = sorted(name for name, f in inventory.frequencies.items() if f.timeout_hours * 3600 > seconds)
+    return (f"con CeleryExecutor, el broker vuelve a entregar a otro trabajador toda tarea que dure más de "
+            f"{seconds} s ({seconds / 3600:g} h, visibility_timeout), mientras la primera sigue corriendo; "
+            f"timeout_hours de {', '.join(classes)} llega a {longest:g} h. Suba "
+            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT (en segundos) por encima de "
+            f"{int(longest * 3600)} en todos los componentes de Airflow, o baje timeout_hours.")
 
 
 def cmd_inventory(args: argparse.Namespace) -> int:
@@ -61,6 +101,9 @@ def cmd_inventory(args: argparse.Namespace) -> int:
         frequency = inventory.frequencies[name]
         print(f"respaldo_{name}: {frequency.describe(inventory.timezone)}; "
               f"{len(inventory.targets_of(name))} objetivos")
+    by_queue = Counter(inventory.queue_of(t) for t in inventory.targets)
+    print("Colas de Celery (cada una necesita un trabajador; con LocalExecutor no cuentan): "
+          + ", ".join(f"{queue} {by_queue[queue]}" for queue in inventory.queues()))
     return 0
 
 
@@ -102,6 +145,9 @@ def cmd_check(args: argparse.Namespace) -> int:
                 report(True, f"servidor de simulacros {label}", _check_drill_server(label, conn_id))
             except Exception as err:  # noqa: BLE001 - reported as a failed check
                 report(False, f"servidor de simulacros {label}", str(err).strip())
+    warning = _visibility_warning(inventory)
+    report(warning is None, "tiempo de visibilidad de Celery", warning or "alcanza para la tarea más larga "
+           f"({inventory.longest_timeout_hours():g} h), o no se usa CeleryExecutor")
     for target in sorted(inventory.targets, key=lambda t: t.id):
         try:
             report(True, target.id, _check_target(target))

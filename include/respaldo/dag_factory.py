@@ -14,6 +14,7 @@ from respaldo import tasks
 from respaldo.entrega import ManualTarget
 from respaldo.inventory import Frequency, Inventory, load_inventory
 from respaldo.sources import TargetBase, source_for
+from respaldo.sources.base import DEFAULT_QUEUE
 
 DAG_PREFIX = "respaldo_"
 FOLLOWUP_DAG_ID = "respaldo_seguimiento"
@@ -49,7 +50,8 @@ TASK_DOCS = {
     "cierre": "**Al terminar.** Comprueba que cada paso fallido de esta ejecución tiene su fila en el FT-GTI-004 y "
               "su correo (una tarea cuyo proceso murió de golpe, por falta de memoria por ejemplo, no alcanza a "
               "registrarse sola), borra lo que quedó a medio copiar y reintenta los avisos que no salieron. No "
-              "cambia el resultado de la ejecución.",
+              "cambia el resultado de la ejecución. Corre en la cola `default`: lo que quedó a medio copiar en "
+              "los trabajadores de otra cola (otra sede) lo borra la próxima `copia` de ese objetivo.",
 }
 
 
@@ -189,6 +191,7 @@ def task_target(target: TargetBase, frequency: Frequency) -> dict[str, Any]:
 
 
 def _target_group(dag_id: str, frequency: Frequency, target: TargetBase, settings: dict[str, Any]):
+    """The target's TaskGroup: its four steps, on its Celery queue (where its staging folder is)."""
     from airflow.sdk import TaskGroup, chain
 
     from respaldo.entrega.sensor import IntakeSensor
@@ -196,6 +199,8 @@ def _target_group(dag_id: str, frequency: Frequency, target: TargetBase, setting
     from respaldo.operators import RespaldoStepOperator
 
     source = source_for(target.kind)
+    # The effective queue travels with the target, so a failure handled elsewhere knows where its staging is.
+    target = target.model_copy(update={"queue": target.queue or frequency.queue})
     target_dict = task_target(target, frequency)
     summary = summary_of(target)
     retries = target.retries if target.retries is not None else frequency.retries
@@ -204,6 +209,7 @@ def _target_group(dag_id: str, frequency: Frequency, target: TargetBase, setting
         "retries": retries,
         "retry_delay": dt.timedelta(minutes=delay),
         "on_failure_callback": [FailureCallback(target_dict, settings, summary)],
+        "queue": target.queue,
     }
     with TaskGroup(group_id=target.id, tooltip=summary, default_args=group_args) as group:
         if isinstance(target, ManualTarget):
@@ -263,19 +269,25 @@ def build_dag(inventory: Inventory, name: str):
         # preparar and cierre run in Airflow's default pool, never in a server's pool: they must run
         # even when every server's pool is busy. cierre is a teardown: it runs whatever happened to
         # the targets, and the run's result stays the targets' own.
+        # Both stay on the default queue whatever the targets' queues: cierre removes the staging folders it
+        # can see and leaves those on other queues' workers to each target's next copia.
         opening = RespaldoRunOperator(step="preparar", settings=settings, doc_md=TASK_DOCS["preparar"],
-                                      retries=0, on_failure_callback=[RunCallback(settings)])
+                                      retries=0, queue=DEFAULT_QUEUE, on_failure_callback=[RunCallback(settings)])
         closing = RespaldoRunOperator(step="cierre", settings=settings, doc_md=TASK_DOCS["cierre"],
-                                      on_failure_callback=[RunCallback(settings)])
+                                      queue=DEFAULT_QUEUE, on_failure_callback=[RunCallback(settings)])
         groups = [_target_group(dag_id, frequency, target, settings) for target in targets]
         for group in groups:
             opening >> group >> closing
         closing.as_teardown(setups=opening)
-        if any(t.retention is not None or frequency.retention is not None for t in targets):
-            # A teardown too: it runs once the copies are done, and its failure (alerted) never turns the
-            # run, whose result is the copies', into a failed one.
-            retention = frequency.retention.model_dump() if frequency.retention else None
-            pruning = RespaldoRunOperator(step="retencion", settings=settings, retention=retention,
+        # Retention, once per Celery queue that has targets with retention, on that queue: with one worker per
+        # queue, a target's artifacts are on its queue's worker. A teardown too: it runs once the copies are
+        # done, and its failure (alerted) never turns the run, whose result is the copies', into a failed one.
+        retention = frequency.retention.model_dump() if frequency.retention else None
+        queues = sorted({t.queue or frequency.queue for t in targets
+                         if t.retention is not None or frequency.retention is not None})
+        for queue in queues:
+            pruning = RespaldoRunOperator(step="retencion", settings=settings, retention=retention, queue=queue,
+                                          task_id="retencion" if len(queues) == 1 else f"retencion_en_{queue}",
                                           doc_md=TASK_DOCS["retencion"], on_failure_callback=[RunCallback(settings)])
             groups >> pruning
             pruning.as_teardown(setups=opening)

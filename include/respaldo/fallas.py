@@ -31,6 +31,7 @@ from respaldo import artifacts, avisos, formulario, register
 from respaldo.errors import RegisterError, RespaldoError
 from respaldo.register.notificacion import Alert
 from respaldo.sources import TargetBase
+from respaldo.sources.base import DEFAULT_QUEUE
 
 log = logging.getLogger("respaldo")
 
@@ -170,13 +171,25 @@ def failed_row(model: TargetBase, settings: dict[str, Any], run: RunFacts, failu
 
 
 def handle(model: TargetBase, settings: dict[str, Any], run: RunFacts, failure: Failure,
-           known: dict[str, Any], summary: str = "") -> Outcome:
-    """Record the failure, remove the run's staging copy, send the one alert; never raises."""
+           known: dict[str, Any], summary: str = "", here: str | None = None) -> Outcome:
+    """Record the failure, remove the run's staging copy, send the one alert; never raises.
+
+    ``here`` is the Celery queue this code runs on, when known. With one worker per queue and no
+    shared storage, another queue's staging folder is on another machine: it cannot be removed from
+    here, and the alert says so (the target's next ``copia`` removes it, see
+    :func:`respaldo.artifacts.remove_leftovers`).
+    """
     outcome = Outcome()
     try:
         staging = artifacts.staging_dir(settings["root"], model.frequency, model.id, run.run_id)
         outcome.staging_removed = staging.exists()
         artifacts.remove_staging(staging)
+        queue = model.queue or DEFAULT_QUEUE
+        if not outcome.staging_removed and queue != DEFAULT_QUEUE and here != queue:
+            outcome.notes.append(
+                f"Lo que la copia haya alcanzado a dejar en la carpeta temporal de los trabajadores de la cola "
+                f"«{queue}» no se ve desde aquí (cola «{here or 'desconocida'}»): la próxima copia de «{model.id}» "
+                "lo borra al empezar.")
     except OSError as err:
         outcome.notes.append(f"No se pudo borrar la copia a medio hacer de esta ejecución: {err}")
     row = failed_row(model, settings, run, failure, known)
@@ -285,8 +298,11 @@ class FailureCallback:
             timeout = getattr(context.get("task"), "execution_timeout", None)
             failure = Failure(step, getattr(ti, "try_number", None),
                               reason_of(context.get("exception"), timeout=timeout), getattr(ti, "start_date", None))
+            # With an exception the callback runs in the task's own process, on its queue's worker; without
+            # one the worker died and Airflow runs it elsewhere.
+            here = model.queue if context.get("exception") is not None else None
             handle(model, self.settings, RunFacts.of(context, self.settings["dag_id"]), failure,
-                   earlier_results(ti, model.id, step), self.summary)
+                   earlier_results(ti, model.id, step), self.summary, here)
         except Exception:
             log.exception("No se pudo atender la falla de %s", self.target.get("id"))
 

@@ -26,7 +26,7 @@ from respaldo.ciclo.politica import Retention
 from respaldo.entrega import ManualTarget
 from respaldo.errors import InventoryError, Problem
 from respaldo.sources import SOURCES, TargetBase
-from respaldo.sources.base import NAME_PATTERN, Name
+from respaldo.sources.base import DEFAULT_QUEUE, NAME_PATTERN, QUEUE_PATTERN, Name, Queue
 
 DEFAULT_INVENTORY = Path(__file__).resolve().parents[1] / "inventory.yaml"
 INVENTORY_ENV = "RESPALDO_INVENTORY"
@@ -130,6 +130,10 @@ class Frequency(_Model):
               "«ssh-ed25519 …») y, para los simulacros, `drill_identity`. Cada objetivo puede cambiarlo con su "
               "propio `encryption`. Las copias quedan `.zst.age`.")
     ] = None
+    queue: Annotated[
+        Queue, Field(description="Cola de Celery de los objetivos de esta clase (cada objetivo puede cambiarla con "
+                     "su propia `queue`). Con LocalExecutor no tiene efecto.", examples=["default"])
+    ] = DEFAULT_QUEUE
 
     @field_validator("schedule")
     @classmethod
@@ -308,6 +312,18 @@ class Inventory(InventoryHead):
     def targets_of(self, frequency: str) -> list[TargetBase]:
         return sorted((t for t in self.targets if t.frequency == frequency), key=lambda t: t.id)
 
+    def queue_of(self, target: TargetBase) -> str:
+        """The Celery queue of a target's four steps: its own ``queue``, else its class's."""
+        return target.queue or self.frequencies[target.frequency].queue
+
+    def queues(self) -> list[str]:
+        """Every queue a worker must listen on: the targets' and ``default`` (the DAG-level tasks)."""
+        return sorted({DEFAULT_QUEUE} | {self.queue_of(t) for t in self.targets})
+
+    def longest_timeout_hours(self) -> float:
+        """The longest task timeout of the backup DAGs (``timeout_hours`` of the classes)."""
+        return max(f.timeout_hours for f in self.frequencies.values())
+
     def target(self, target_id: str) -> TargetBase:
         for target in self.targets:
             if target.id == target_id:
@@ -441,6 +457,10 @@ def _message(error: dict[str, Any], target_model: type[BaseModel] | None) -> str
         if pattern == NAME_PATTERN:
             return (f"«{error['input']}» no sirve como nombre: use minúsculas sin tildes, números y «_», "
                     "empezando por una letra (se usa en rutas de archivo y en Airflow).")
+        if pattern == QUEUE_PATTERN:
+            return (f"«{error['input']}» no sirve como cola: use minúsculas sin tildes, números, «_» o «-», "
+                    "empezando por una letra o un número, sin espacios ni comas (va en `--queues` del trabajador "
+                    "de Celery).")
         if pattern == EMAIL:
             return f"«{error['input']}» no es una dirección de correo."
         return f"valor «{error['input']}» con formato no válido."
@@ -528,11 +548,81 @@ def _secrets(path: Path, file: str, reported: set[int | None]) -> list[Problem]:
             for line in secret_lines(text) if line not in reported]
 
 
+class _Ambiguous(ValueError):
+    """A scalar that YAML 1.1 (libyaml) and YAML 1.2 (ruamel) may read differently: the careful reader decides."""
+
+
+def _quick_loader() -> type:
+    """PyYAML's C loader (libyaml), made to agree with ruamel's YAML 1.2 reading or to refuse.
+
+    Scalars whose meaning differs between YAML 1.1 and 1.2 (``yes``/``no``/``on``/``off``, ``02:00`` as
+    sexagesimal, ``0755`` octal, ``0x``/``0o``/``0b``, ``1_000``, ``.inf``) and repeated keys raise
+    :class:`_Ambiguous`, so only files both read alike take the quick path.
+    """
+    import re
+
+    import yaml
+
+    class QuickLoader(yaml.CSafeLoader):
+        def construct_mapping(self, node, deep=False):
+            keys = [self.construct_object(key, deep=True) for key, _ in node.value]
+            if len(keys) != len(set(map(repr, keys))):
+                raise _Ambiguous("repeated key")
+            return super().construct_mapping(node, deep)
+
+    def ambiguous(loader, node):
+        raise _Ambiguous(node.value)
+
+    # Checked in this order for a plain scalar's first character, before YAML's own null and timestamp:
+    # the ambiguous forms first, then YAML 1.2's (core schema) bool, int and float.
+    ours = [
+        ("tag:respaldo:ambiguous", "yYnNoO-+0123456789.",
+         r"^(?:yes|Yes|YES|no|No|NO|on|On|ON|off|Off|OFF|[-+]?0[0-9_]+|[-+]?0[xXoObB][0-9a-fA-F_]+"
+         r"|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?|[-+]?[0-9][0-9_]*_[0-9_]*(?:\.[0-9_]*)?"
+         r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)|[-+]?[0-9]+[eE][-+]?[0-9]+)$"),
+        ("tag:yaml.org,2002:bool", "tTfF", r"^(?:true|True|TRUE|false|False|FALSE)$"),
+        ("tag:yaml.org,2002:int", "-+0123456789", r"^[-+]?(?:0|[1-9][0-9]*)$"),
+        ("tag:yaml.org,2002:float", "-+0123456789.", r"^[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$"),
+    ]
+    replaced = {tag for tag, _, _ in ours}
+    table = {first: [(tag, regexp) for tag, regexp in resolvers if tag not in replaced]
+             for first, resolvers in yaml.CSafeLoader.yaml_implicit_resolvers.items()}
+    for first in {char for _, chars, _ in ours for char in chars}:
+        table[first] = [(tag, re.compile(pattern)) for tag, chars, pattern in ours if first in chars] + \
+            table.get(first, [])
+    QuickLoader.yaml_implicit_resolvers = table
+    QuickLoader.add_constructor("tag:respaldo:ambiguous", ambiguous)
+    return QuickLoader
+
+
+def _quick_yaml(path: Path) -> Any | None:
+    """The file read by libyaml (20x faster than ruamel's pure-Python reader), or None when it cannot say.
+
+    Each Airflow task process parses the DAG file and so reads the inventory: this is most of the
+    parse's time. ruamel's reader stays the one that decides: it reads the file again whenever this
+    one refuses, and whenever the inventory has a problem (only it knows the line of each node).
+    """
+    import yaml
+
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_quick_loader())  # noqa: S506 - a safe loader
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, _Ambiguous):
+        return None
+
+
 def load_inventory(path: str | os.PathLike[str] | None = None) -> Inventory:
     """Read and validate the inventory; raise :class:`InventoryError` listing every problem found."""
     file_path = inventory_path(path)
-    file = str(file_path)
-    tree = _read_yaml(file_path)
+    quick = _quick_yaml(file_path)
+    if quick is not None:
+        try:
+            return _validated(str(file_path), quick)
+        except InventoryError:
+            pass  # read again by ruamel, which knows where each problem is
+    return _validated(str(file_path), _read_yaml(file_path))
+
+
+def _validated(file: str, tree: Any) -> Inventory:
     if not isinstance(tree, dict):
         raise InventoryError([Problem(file, 1, "", "el inventario debe ser un bloque de claves (organization, "
                                       "storage, frequencies, targets...).")])
@@ -590,7 +680,7 @@ def load_inventory(path: str | os.PathLike[str] | None = None) -> Inventory:
                                     f"id «{raw.get('id')}» repetido (líneas {', '.join(map(str, lines))}); "
                                     "cada objetivo necesita un id único."))
 
-    problems += _secrets(file_path, file, {p.line for p in problems})
+    problems += _secrets(Path(file), file, {p.line for p in problems})
     if problems or head is None:
         problems.sort(key=lambda p: (p.line or 0, p.where))
         raise InventoryError(problems)

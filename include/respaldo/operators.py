@@ -46,21 +46,24 @@ class RespaldoRunOperator(BaseOperator):
     :param step: ``preparar``, ``cierre`` or ``retencion``.
     :param settings: storage root, timezone, register and alert settings and DAG id.
     :param retention: ``retencion`` only: the frequency class's ``retention`` block (None: the class has none).
+    :param queue: ``retencion`` only: it prunes the copies of the targets of this Celery queue, on a worker of
+        that queue (where, with one worker per queue, their artifacts are). Its task id is ``retencion`` when
+        one queue has targets with retention, ``retencion_en_<queue>`` each when several do.
     """
 
     ui_color = "#eef3e2"
     STEPS = ("preparar", "cierre", "retencion")
 
     def __init__(self, *, step: str, settings: dict[str, Any], retention: dict[str, Any] | None = None,
-                 **kwargs: Any) -> None:
+                 task_id: str | None = None, **kwargs: Any) -> None:
         if step not in self.STEPS:
             raise ValueError(f"unknown step {step!r}")
-        super().__init__(task_id=step, **kwargs)
+        super().__init__(task_id=task_id or step, **kwargs)
         self.step = step
         self.settings = settings
         self.retention = retention
 
     def execute(self, context: Any) -> Any:
         if self.step == "retencion":
-            return tasks.retencion(self.settings, self.retention, **context)
+            return tasks.retencion(self.settings, self.retention, queue=self.queue, **context)
         return getattr(tasks, self.step)(self.settings, **context)

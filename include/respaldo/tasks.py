@@ -22,7 +22,7 @@ from respaldo.errors import DateCheckError, RespaldoError
 from respaldo.inventory import target_from
 from respaldo.process import human_bytes
 from respaldo.sources import TargetBase, source_for
-from respaldo.sources.base import recipients_of
+from respaldo.sources.base import DEFAULT_QUEUE, recipients_of
 
 log = logging.getLogger("respaldo")
 
@@ -52,6 +52,7 @@ def copia(target: dict[str, Any], settings: dict[str, Any], **context: Any) -> d
         raise AirflowSkipException(f"«{model.id}» no está entre los objetivos elegidos para esta ejecución")
     source = source_for(model.kind)
     staging = artifacts.staging_dir(settings["root"], model.frequency, model.id, context["run_id"])
+    artifacts.sweep_leftovers(settings["root"], model.frequency, model.id, staging, context, settings["dag_id"], log)
     artifacts.remove_staging(staging)
     staging.mkdir(parents=True, exist_ok=True)
     started = _utcnow()
@@ -283,6 +284,8 @@ def cierre(settings: dict[str, Any], **context: Any) -> dict[str, Any]:
     from respaldo.register import notificacion
 
     dag, ti, run_id = context["dag"], context["ti"], context["run_id"]
+    here = getattr(ti, "queue", None) or context["task"].queue
+    remote: list[str] = []
     states = ti.get_task_states(dag_id=dag.dag_id, run_ids=[run_id]).get(run_id, {})
     run = fallas.RunFacts.of(context, settings["dag_id"])
     problems: list[str] = []
@@ -296,7 +299,8 @@ def cierre(settings: dict[str, Any], **context: Any) -> dict[str, Any]:
             problems += _external_unreported(dag.get_task(f"{group_id}.copia_externa"), settings, run_id, ti)
         failed = [step for step in STEPS if states.get(f"{group_id}.{step}") == "failed"]
         if not failed:  # a failed target's leftovers are removed (and reported) by fallas.handle
-            artifacts.remove_staging(artifacts.staging_dir(settings["root"], model.frequency, model.id, run_id))
+            if not _remove_staging_here(settings, model, run_id, here):
+                remote.append(model.id)
             continue
         step = failed[0]
         started = intentos.of(ti, f"{group_id}.{step}")
@@ -309,23 +313,28 @@ def cierre(settings: dict[str, Any], **context: Any) -> dict[str, Any]:
             continue
         this_try = row is not None and row["try_number"] == try_number
         if this_try and alerted:  # its failure callback recorded and alerted it
-            artifacts.remove_staging(artifacts.staging_dir(settings["root"], model.frequency, model.id, run_id))
+            if not _remove_staging_here(settings, model, run_id, here):
+                remote.append(model.id)
             continue
         reason = fallas.PROCESS_LOST
         if this_try and row["status"] == "failed" and row["error"]:  # recorded, but the alert never left
             reason = row["error"].removeprefix(f"Falló «{step}»: ")
         when = dt.datetime.fromisoformat(started["started_at"]) if started.get("started_at") else None
         outcome = fallas.handle(model, settings, run, fallas.Failure(step, try_number, reason, when),
-                                fallas.earlier_results(ti, model.id, step), dag.task_group.children[group_id].tooltip)
+                                fallas.earlier_results(ti, model.id, step), dag.task_group.children[group_id].tooltip,
+                                here)
         handled.append(model.id)
         if outcome.recorded is None:
             problems.append(f"{model.id}: {outcome.record_error}")
         if outcome.delivery and not (outcome.delivery.sent or outcome.delivery.duplicate):
             problems.append(f"{model.id}: {outcome.delivery.error}")
+    if remote:
+        log.info("La carpeta temporal de %s está en los trabajadores de su cola, no en este (cola «%s»): si quedó "
+                 "algo, la próxima copia de cada uno lo borra al empezar.", ", ".join(remote), here)
     problems += resend_problems(Channel.of(settings), run_id=run_id)
     if problems:
         raise AirflowException("El cierre de la ejecución no pudo completar: " + "; ".join(problems))
-    return {"fallas_sin_aviso_atendidas": handled}
+    return {"fallas_sin_aviso_atendidas": handled, "temporal_en_otra_cola": remote}
 
 
 def _external_unreported(operator: Any, settings: dict[str, Any], run_id: str, ti: Any) -> list[str]:
@@ -344,8 +353,9 @@ def _external_unreported(operator: Any, settings: dict[str, Any], run_id: str, t
     return []
 
 
-def retencion(settings: dict[str, Any], retention: dict[str, Any] | None, **context: Any) -> dict[str, Any]:
-    """After the copies: retention for each target whose copy of this run is recorded ``success``.
+def retencion(settings: dict[str, Any], retention: dict[str, Any] | None, queue: str = DEFAULT_QUEUE,
+              **context: Any) -> dict[str, Any]:
+    """After the copies: retention for each target of ``queue`` whose copy of this run is recorded ``success``.
 
     A target whose copy failed, was skipped or never got its row is left alone: a run of failures deletes
     nothing. A copy that could not be deleted fails this task (its alert says so); the backups of the run
@@ -362,6 +372,7 @@ def retencion(settings: dict[str, Any], retention: dict[str, Any] | None, **cont
     class_policy = Retention.model_validate(retention) if retention else None
     models = [_target(dag.get_task(f"{group_id}.registrar").target) for group_id in formulario.targets_of(dag)
               if formulario.selected(group_id, context)]
+    models = [m for m in models if (m.queue or DEFAULT_QUEUE) == queue]  # the others: the task on their queue
     # A target with an external medium has the task copia_externa (the DAG adds it only then).
     objetivos = [o for o in (ciclo.objetivo_de(m, class_policy, dag.has_task(f"{m.id}.copia_externa"))
                              for m in models) if o.policy is not None]
@@ -378,3 +389,16 @@ def retencion(settings: dict[str, Any], retention: dict[str, Any] | None, **cont
     deleted = {found.objetivo.id: [d.copia.id for d in found.decisions if d.action == ciclo.DELETED]
                for found in plans}
     return {"borradas": {target: rows for target, rows in deleted.items() if rows}, "sin_retencion": skipped}
+
+
+def _remove_staging_here(settings: dict[str, Any], model: TargetBase, run_id: str, here: str | None) -> bool:
+    """Remove a target's staging folder of this run if this machine sees it; False when it may be on another.
+
+    With one worker per queue (no shared storage), a target of another queue keeps its staging on its
+    own worker: ``cierre`` cannot remove it from here, and that target's next ``copia`` does.
+    """
+    staging = artifacts.staging_dir(settings["root"], model.frequency, model.id, run_id)
+    if staging.exists() or (model.queue or DEFAULT_QUEUE) == here:
+        artifacts.remove_staging(staging)
+        return True
+    return False

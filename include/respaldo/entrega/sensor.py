@@ -65,6 +65,8 @@ class IntakeSensor(BaseSensorOperator):
         deadline = self._deadline(context)
         run_id = context["run_id"]
         staging = artifacts.staging_dir(self.settings["root"], model.frequency, model.id, run_id)
+        artifacts.sweep_leftovers(self.settings["root"], model.frequency, model.id, staging, context,
+                                  self.settings["dag_id"], log)
         started = dt.datetime.now(dt.UTC)
         taken = carpeta.take(model, run_id, slot, self.settings["timezone"], staging, log)
         expected = model.intake.expected_name(slot.astimezone(zone))

@@ -147,6 +147,9 @@ def libpq_session(conn_id: str, *, database: str | None = None, application_name
 def explain_libpq(text: str, session: PgSession) -> str:
     """A plain Spanish reason for libpq's own failures (connection, login, SSL), or an empty string."""
     where, conn_id = session.where, session.conn_id
+    mismatch = re.search(r"server version: ([\d.]+)[^;\n]*; pg_dump version: ([\d.]+)", text)
+    if mismatch:
+        return older_client(where, mismatch[1], mismatch[2])
     if "certificate verify failed" in text:
         return (f"el certificado del servidor {where} no lo firmó la autoridad que indica la conexión «{conn_id}» "
                 "(extra sslrootcert): ponga allí el certificado raíz (CA) de ese servidor.")
@@ -175,3 +178,12 @@ def explain_libpq(text: str, session: PgSession) -> str:
         return (f"no se pudo conectar con el servidor {where} (¿está encendido, escucha en ese puerto y el firewall "
                 "lo permite?).")
     return ""
+
+
+def older_client(where: str, server: str, client: str) -> str:
+    """Why a pg_dump older than its server cannot copy it, and what to install."""
+    major = server.split(".")[0]
+    return (f"el servidor {where} es PostgreSQL {server} y el pg_dump de este equipo es {client}: un pg_dump más "
+            f"antiguo que el servidor se niega a copiarlo. Instale el cliente de PostgreSQL {major} o más nuevo "
+            f"(postgresql-client-{major} del repositorio PGDG; el más nuevo copia todos los servidores anteriores; "
+            "ver docs/deployment.md).")

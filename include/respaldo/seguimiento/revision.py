@@ -87,8 +87,8 @@ def _handle_failed(inventory: Inventory, api: salud.Api | None, health: salud.Sa
             responsible=str(conf.get("responsable") or "").strip() or None,
             notes=str(conf.get("observaciones") or "").strip() or None)
         failure = fallas.Failure(step, ti["try_number"], NO_ROW_REASON, _time(ti.get("start_date")))
-        outcome = fallas.handle(target, inventory.task_settings(ti["dag_id"]), facts, failure, known,
-                                target.description)
+        outcome = fallas.handle(target.model_copy(update={"queue": inventory.queue_of(target)}),
+                                inventory.task_settings(ti["dag_id"]), facts, failure, known, target.description)
         if outcome.recorded is None:
             raise RegisterError(outcome.record_error or "no se pudo registrar la falla")
         sent = outcome.delivery.describe() if outcome.delivery else "sin aviso"

@@ -32,6 +32,13 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 #: Task ids every backup DAG has beside its targets' groups: a target may not take one as its id.
 RUN_TASKS = ("preparar", "cierre", "retencion")
 
+#: Celery queue names (a site, for example): they go on a worker's ``--queues a,b`` command line, so no
+#: commas or spaces.
+QUEUE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+DEFAULT_QUEUE = "default"
+
+Queue = Annotated[str, Field(pattern=QUEUE_PATTERN)]
+
 
 class TargetBase(BaseModel):
     """Fields every target has, whatever its kind."""
@@ -71,6 +78,12 @@ class TargetBase(BaseModel):
         Field(pattern=r"^[A-Za-z0-9_.-]{1,250}$",
               description="Pool de Airflow que limita las copias simultáneas contra el mismo servidor. "
               "Por defecto `respaldo_<conn_id>`."),
+    ] = None
+    queue: Annotated[
+        Queue | None,
+        Field(description="Cola de Celery (por ejemplo la sede) cuyos trabajadores hacen los cuatro pasos de este "
+              "objetivo, donde queda su copia temporal. Anula la `queue` de la clase; por defecto `default`. Con "
+              "LocalExecutor no tiene efecto.", examples=["sede_pasto"]),
     ] = None
     encryption: Annotated[
         Encryption | None,

@@ -29,7 +29,7 @@ from pydantic import Field
 
 from respaldo.artifacts import copy_compressed
 from respaldo.errors import CopyError, DateCheckError
-from respaldo.hooks.postgres import PgSession, explain_libpq, libpq_session
+from respaldo.hooks.postgres import PgSession, explain_libpq, libpq_session, older_client
 from respaldo.integridad import Verification
 from respaldo.process import run_to_file
 from respaldo.sources.base import CopyResult, Source, TargetBase, recipients_of
@@ -361,6 +361,21 @@ def table_figures(counted: dict | None, archived: frozenset[int] | None) -> dict
     return figures
 
 
+def pg_dump_version(env: dict[str, str]) -> tuple[int, str]:
+    """The pg_dump on PATH: its version as PostgreSQL numbers it (150014 for 15.14) and as text."""
+    try:
+        proc = subprocess.run(["pg_dump", "--version"], env=env, capture_output=True, text=True,  # noqa: S603
+                              check=False)
+    except OSError as err:
+        raise CopyError(f"No se pudo saber la versión de pg_dump en este equipo: {err.strerror} (PATH "
+                        f"{env.get('PATH', '')}); instale el cliente de PostgreSQL (postgresql-client).") from err
+    found = re.search(r"(\d+)(?:\.(\d+))?", proc.stdout)
+    if proc.returncode != 0 or not found:
+        raise CopyError(f"No se pudo saber la versión de pg_dump en este equipo: {proc.stderr.strip() or proc.stdout}")
+    major, minor = int(found[1]), int(found[2] or 0)
+    return major * 10000 + minor, found[0]
+
+
 class PostgresSource(Source):
     kind = "postgres"
     model = PostgresTarget
@@ -420,9 +435,11 @@ class PostgresSource(Source):
         return table_figures(counted, verified.tables)
 
     def check(self, target: PostgresTarget) -> str:
+        """The database answers, and this machine's pg_dump is not older than its server (else it refuses)."""
         with self._session(target) as session:
             proc = subprocess.run(  # noqa: S603 - fixed argv
-                ["psql", "--no-password", "-XAtc", "select current_user"],
+                ["psql", "--no-password", "-XAtF", "|", "-c",
+                 "select current_user, current_setting('server_version_num'), current_setting('server_version')"],
                 env=session.env, capture_output=True, text=True, check=False,
             )
             if proc.returncode != 0:
@@ -430,7 +447,13 @@ class PostgresSource(Source):
                 plain = explain_libpq(message, session)
                 raise CopyError(f"No responde la base «{session.database}» en {session.where}: "
                                 + (plain or "psql no pudo conectarse"), detail=message)
-            return f"base «{session.database}» en {session.where} como {proc.stdout.strip()}"
+            user, number, version = proc.stdout.strip().split("|", 2)
+            client_number, client = pg_dump_version(session.env)
+            if int(number) // 10000 > client_number // 10000:
+                raise CopyError(f"La base «{session.database}» responde, pero no se puede copiar: "
+                                + older_client(session.where, version.split()[0], client))
+            return f"base «{session.database}» en {session.where} como {user} (PostgreSQL {version.split()[0]}, " \
+                   f"pg_dump {client})"
 
     def summary(self, target: PostgresTarget) -> str:
         what = f"base PostgreSQL «{target.database or '(la de la conexión)'}» (conexión `{target.conn_id}`)"
