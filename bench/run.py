@@ -751,7 +751,7 @@ def _only_encryption(rounds: int, rows_big: int, rows_small: int) -> int:
         f"## Section 16 run alone: encryption with age (`python -m bench.run --only cifrado`), {when}",
         "",
         f"{rounds} interleaved rounds, medians; {size:,.0f} MB database ({rows_big:,} rows); load average before / "
-        f"after: {load_before} / {load_after} (other engineers' test suites ran on the machine: noisy).",
+        f"after: {load_before} / {load_after}.",
         "",
         markdown_table(rows),
         "",
