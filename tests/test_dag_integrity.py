@@ -240,3 +240,32 @@ def test_the_drill_dag_runs_weekly_with_one_pool_per_drill_server_and_owner_retr
     assert dag.get_task("preparar").pool == dag.get_task("cierre").pool == "default_pool"
     assert dag.get_task("preparar").is_setup and dag.get_task("cierre").is_teardown
     assert "bases_mysql.simulacro" not in dag.task_ids, "no MySQL target, no MySQL group"
+
+
+@pytest.mark.parametrize("task_id, whole", [("nomina_pg.comprimir", False), ("preparar", True), ("cierre", True)])
+def test_a_task_process_parses_only_its_targets_group_and_the_runs_own_tasks_the_whole_dag(
+        tmp_path, monkeypatch, task_id, whole):
+    """Airflow's parsing context (set by the task runner) names the task: a target's step needs only its group."""
+    targets = [
+        {"id": "financiero_pg", "kind": "postgres", "frequency": "financiero", "conn_id": "pg_financiero"},
+        {"id": "nomina_pg", "kind": "postgres", "frequency": "financiero", "conn_id": "pg_financiero",
+         "retries": 4, "queue": "sede_pasto"},
+        {"id": "portal_pg", "kind": "postgres", "frequency": "diario", "conn_id": "pg_portal"},
+    ]
+    inventory = write_inventory(tmp_path / "inv.yaml", tmp_path, targets)
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "respaldo_financiero")
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_TASK_ID", task_id)
+    bag = dagbag(inventory, monkeypatch)
+    assert bag.import_errors == {}
+    assert list(bag.dags) == ["respaldo_financiero"]
+    dag = bag.get_dag("respaldo_financiero")
+    if whole:
+        assert {"preparar", "cierre", "financiero_pg.copia", "nomina_pg.registrar"} <= set(dag.task_ids)
+        return
+    assert sorted(dag.task_ids) == sorted(f"nomina_pg.{step}" for step in STEPS)
+    task = dag.get_task(task_id)
+    # What the step is handed is the whole DAG's: its retries, queue, target, settings and the run form.
+    assert task.retries == 4 and task.queue == "sede_pasto" and task.target["id"] == "nomina_pg"
+    assert task.upstream_task_ids == {"nomina_pg.verificar_fecha"}
+    assert task.settings["dag_id"] == "respaldo_financiero"
+    assert dag.params.get_param("objetivos").schema["items"]["enum"] == ["financiero_pg", "nomina_pg"]

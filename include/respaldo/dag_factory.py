@@ -234,6 +234,22 @@ def _target_group(dag_id: str, frequency: Frequency, target: TargetBase, setting
     return group
 
 
+def _task_process_target(dag_id: str, targets: list[TargetBase]) -> TargetBase | None:
+    """The target whose step this process runs, when Airflow's parsing context names one; else None.
+
+    A task process parses the DAG file to run one task (``<target>.<step>``); the steps of a target need
+    nothing of the others. The run's own tasks (``preparar``, ``cierre``, ``retencion``) read every
+    target's group, so for them (no dot in the task id) the whole DAG is built.
+    """
+    from airflow.sdk import get_parsing_context
+
+    context = get_parsing_context()
+    if context.dag_id != dag_id or not context.task_id or "." not in context.task_id:
+        return None
+    group_id = context.task_id.split(".", 1)[0]
+    return next((target for target in targets if target.id == group_id), None)
+
+
 def build_dag(inventory: Inventory, name: str):
     """The DAG ``respaldo_<name>`` for one frequency class."""
     import pendulum
@@ -266,6 +282,13 @@ def build_dag(inventory: Inventory, name: str):
         from respaldo.operators import RespaldoRunOperator
 
         settings = inventory.task_settings(dag_id)
+        only = _task_process_target(dag_id, targets)
+        if only is not None:
+            # A task process running one step of one target parses only that target's group: with 100
+            # targets the whole DAG (400 tasks) made each task's start-up several times its work. The
+            # scheduler and the DAG processor never name a task, so the DAG they keep is always whole.
+            _target_group(dag_id, frequency, only, settings)
+            return dag
         # preparar and cierre run in Airflow's default pool, never in a server's pool: they must run
         # even when every server's pool is busy. cierre is a teardown: it runs whatever happened to
         # the targets, and the run's result stays the targets' own.
