@@ -76,8 +76,10 @@ def test_compressing_while_copying_counts_both_sizes_and_restores_exactly(tmp_pa
     monkeypatch.setattr(artifacts, "PROGRESS_INTERVAL_SECONDS", 0.3)
     caplog.set_level(logging.INFO, logger="respaldo")
     dest = tmp_path / "img.tar.zst"
-    original, compressed, sha256 = artifacts.copy_compressed(
+    written = artifacts.copy_compressed(
         SLOW, dest, env={"PATH": "/usr/bin:/bin"}, log=logging.getLogger("respaldo"), what="imagen")
+    original, compressed, sha256 = written.original, written.compressed, written.sha256
+    assert written.sealed is None
     assert original == 5_000_000 and compressed == dest.stat().st_size < 10_000
     assert subprocess.run(["sha256sum", str(dest)], capture_output=True, text=True).stdout.split()[0] == sha256
     assert zstandard.ZstdDecompressor().decompressobj().decompress(dest.read_bytes()) == b"\0" * 5_000_000

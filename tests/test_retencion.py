@@ -540,7 +540,8 @@ def test_a_class_with_retention_gets_one_retencion_teardown_after_every_target_a
         task = financiero.get_task(f"retencion_en_{queue}")
         assert task.queue == queue and task.retention is None and task.is_teardown
         assert task.upstream_task_ids == {"nomina.registrar", "contratos.registrar", "preparar"}
-    assert "con la suya propia: `nomina` (keep_daily 30, min_keep 3)" in financiero.doc_md
+    assert ("con la suya propia: `contratos` (keep_daily 60, min_keep 3), `nomina` (keep_daily 30, min_keep 3)"
+            in financiero.doc_md)
     virtuales = bag.get_dag("respaldo_servidores_virtuales")
     assert "retencion" not in virtuales.task_ids
     assert "**Retención:** ninguna: no se borra ninguna copia." in virtuales.doc_md

@@ -79,8 +79,9 @@ def _retention_doc(frequency: Frequency, targets: list[TargetBase]) -> str:
             else "**Retención:** la clase no tiene (no borra nada)")
     if own:
         text += f"; con la suya propia: {', '.join(own)}"
-    return (text + ". La tarea `retencion` la aplica después de cada copia exitosa; `respaldo retencion` muestra qué "
-            "se conserva y qué se borra, y por qué.")
+    return (text + ". La tarea `retencion` la aplica después de cada copia exitosa (una por cola de Celery, "
+            "`retencion_en_<cola>`, si esos objetivos están en varias); `respaldo retencion` muestra qué se conserva "
+            "y qué se borra, y por qué.")
 
 
 def _doc_md(inventory: Inventory, name: str, frequency: Frequency, targets: list[TargetBase]) -> str:
