@@ -8,7 +8,9 @@ STAMP := $(VENV)/.installed
 .PHONY: install test lint demo bench lock clean
 
 # --compile-bytecode: Python here runs with PYTHONDONTWRITEBYTECODE=1, so without it every Airflow process
-# (each task, the scheduler, the DAG processor) would compile its imports from source again.
+# (each task, the scheduler, the DAG processor) would compile its imports from source again. The same for
+# respaldo's own code (compileall): each task process parses the DAG file and imports it (0.30 -> 0.18 s);
+# a file edited later is compiled in memory again, never run stale.
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml devtools/install-system-packages.sh
 	bash devtools/install-system-packages.sh
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
@@ -16,6 +18,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml devtools/install-
 	$(BIN)/python -m pip install --quiet --upgrade uv
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.txt -r requirements-dev.txt
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	$(BIN)/python -m compileall -q include dags plugins
 	touch $(STAMP)
 
 install: $(STAMP)

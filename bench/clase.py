@@ -340,7 +340,7 @@ def markdown(data: dict) -> str:
         f"## Section 17: a class of {data['targets']} targets on the real scheduler (`python -m bench.clase`), "
         f"{data['date']}",
         "",
-        f"{data['cores']} cores shared with other engineers' test runs. Load average before: {data['load_before']}; "
+        f"{data['cores']} cores. Load average before: {data['load_before']}; "
         f"when the LocalExecutor run started: {data.get('load_local')}; when the Celery run started: "
         f"{data.get('load_celery')}; after: {data['load_after']}. Each database: {ROWS:,} rows of "
         f"`financiero_sql`, {data['db_bytes'] / 1e6:.1f} MB on disk.",
