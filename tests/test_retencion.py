@@ -598,3 +598,15 @@ def test_the_dag_applies_retention_after_a_success_and_deletes_nothing_after_a_f
     mail = smtp.wait_for(lambda m: "La retención" in m["Subject"] and third.run_id in m["Subject"])
     body = mail.get_body(("html",)).get_content()
     assert "ninguna copia que deba conservarse se borró" in body and "no pudo borrar" in body.lower()
+
+
+def test_a_file_two_rows_share_is_kept_while_one_of_them_keeps_it():
+    """A copy repeated within one second with the same bytes is one file under two rows (published once)."""
+    at = dt.datetime(2026, 11, 20, 23, 0, 5, tzinfo=dt.UTC)
+    shared = "/respaldos/diario/portal/2026/11/portal_20261120T180005.tar.zst"
+    copies = [Copia(1, at, "success", shared), Copia(2, at, "success", shared),
+              Copia(3, at - dt.timedelta(days=1), "success", "/respaldos/diario/portal/2026/11/portal_19.tar.zst")]
+    decisions = {d.copia.id: d for d in retencion.plan(copies, Retention(keep_last=1, min_keep=1), zone=BOGOTA)}
+    assert decisions[2].action == retencion.KEEP  # the newest good copy (same time, higher id)
+    assert decisions[1].action == retencion.KEEP and "el mismo de la fila 2" in decisions[1].reason
+    assert decisions[3].action == DELETE

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -38,7 +39,11 @@ def two_copies(backups, register_rows, target):
     """Two good copies of the same target, oldest first, as their register rows."""
     backups.write([target])
     rows = []
-    for slot in SLOTS:
+    for number, slot in enumerate(SLOTS):
+        if number:
+            # Copies are named to the second: two dumps of the same data taken in the same second are the
+            # same bytes under the same name (published once), which would make them one file.
+            time.sleep(1.1)
         run = backups.run("respaldo_diario", logical_date=slot)
         [row] = register_rows(target=target["id"], run_id=run.run_id)
         assert row["status"] == "success"

@@ -194,7 +194,12 @@ def plan(copies: Iterable[Copia], policy: Retention | None, *, zone: zoneinfo.Zo
         else:
             decisions.append(Decision(copia, DELETE, f"ninguna regla de retención la conserva ({rules}); quedan "
                                                       f"{kept_total} copias buenas"))
-    return decisions
+    # Two rows may name one file: a copy repeated within the same second with the same bytes is published
+    # once. Deleting it for one row would delete the other's copy too.
+    kept_paths = {d.copia.artifact_path: d.copia.id for d in decisions if d.action == KEEP}
+    return [Decision(d.copia, KEEP, f"su archivo es el mismo de la fila {kept_paths[d.copia.artifact_path]}, "
+                                    "que se conserva")
+            if d.action == DELETE and d.copia.artifact_path in kept_paths else d for d in decisions]
 
 
 def _apply_rules(goods: list[Copia], policy: Retention, zone: zoneinfo.ZoneInfo,
