@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         logs_kept.mkdir(parents=True, exist_ok=True)
         for log in Path(work).glob("*.log"):
             shutil.copy(log, logs_kept / log.name)
-    from bench.run import RESULTS_MD, markdown_table, text_table
+    from bench.run import RESULTS_MD, markdown_table, put_section, text_table
 
     rows = build_rows(data)
     print()
@@ -208,12 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                    f"One {data['file_bytes'] / MB:,.0f} MB artifact (600 MiB random + 400 MiB text).\n\n"
                    f"{markdown_table(rows)}\n\nEvery round, in seconds:\n{rounds_text(data)}\n\nHow:\n{HOW}\n"
                    f"{SECTION_END}\n")
-        text = RESULTS_MD.read_text(encoding="utf-8")
-        if SECTION_START in text:
-            text = text[:text.index(SECTION_START)] + section + text[text.index(SECTION_END) + len(SECTION_END) + 1:]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section
-        RESULTS_MD.write_text(text, encoding="utf-8")
+        put_section(SECTION_START, SECTION_END, section)
         print(f"\n(written to {RESULTS_MD.relative_to(ROOT)})")
     return 0
 
