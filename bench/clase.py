@@ -13,8 +13,10 @@ What it measures, all in one run on this machine:
 - each task instance's duration as Airflow recorded it (start..end) against the work inside it: the four
   callables of one target run in one process (``bench.chain``, the median of 3 targets), so the overhead per
   task instance is (mean task-instance duration) - (the work of a target / 4);
-- where a task's start-up goes: ``python -X importtime`` of ``respaldo.tasks`` (what a step imports) and the
-  parse of the N-target DAG file in a fresh process (each task process parses it to find its task).
+- where a task's start-up goes: the CPU time each component (scheduler with its workers and task processes,
+  Celery workers, api-server, dag-processor) spent per task instance; ``python -X importtime`` of what
+  ``respaldo.precarga`` preloads; and a task process's parse of the N-target DAG file (one step, as Airflow's
+  task runner parses it) with and without preloading.
 
 The N databases are copies (``CREATE DATABASE ... TEMPLATE``) of one small database of
 ``devtools.demo_data.financiero_sql`` rows on a throwaway PostgreSQL cluster. The metadata and register
@@ -110,15 +112,41 @@ def _seconds(start: str | None, end: str | None) -> float | None:
     return (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()
 
 
+def cpu_seconds(stack: AirflowStack) -> dict[str, float]:
+    """CPU time (user + system) each component of the stack has used so far, its descendants included.
+
+    A component's live descendants (the LocalExecutor's workers, Celery's pool processes, the api-server's
+    workers) are read one by one; those already gone (every task process) are in their parent's
+    ``children_*`` times.
+    """
+    import psutil
+
+    used = {}
+    for name, process in stack.processes.items():
+        total = 0.0
+        try:
+            root = psutil.Process(process.pid)
+            for each in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    times = each.cpu_times()
+                    total += times.user + times.system + times.children_user + times.children_system
+        except psutil.NoSuchProcess:
+            continue
+        used[name] = total
+    return used
+
+
 def run_class(stack: AirflowStack, count: int, timeout: float) -> dict:
     """Trigger ``respaldo_clase`` once and read what Airflow recorded of it."""
     api = stack.api
     api.wait_for_dag("respaldo_clase", timeout=300)
     api.unpause("respaldo_clase")
+    cpu_before = cpu_seconds(stack)
     began = time.monotonic()
     run_id = api.trigger("respaldo_clase")
     state = api.wait_for_run("respaldo_clase", run_id, timeout=timeout)
     wall = time.monotonic() - began
+    cpu_after = cpu_seconds(stack)
     run = api.run("respaldo_clase", run_id)
     instances = []
     offset = 0
@@ -144,6 +172,10 @@ def run_class(stack: AirflowStack, count: int, timeout: float) -> dict:
                     for step in ("copia", "verificar_fecha", "comprimir", "registrar")},
         "queues": sorted({ti["queue"] for ti in steps}), "hostnames": hosts,
         "parse_in_task_mean_s": _parse_in_tasks(stack.home / "logs"),
+        # CPU seconds per task instance, by component (the scheduler's includes its executor's workers and
+        # every task process they ran; a Celery worker's, its pool and task processes).
+        "cpu_per_ti_s": {name: (cpu_after[name] - cpu_before.get(name, 0.0)) / max(len(steps), 1)
+                         for name in cpu_after},
     }
 
 
@@ -194,36 +226,59 @@ def work_per_target(stack: AirflowStack, root: Path, logs: Path) -> dict:
 def startup(stack: AirflowStack, logs: Path) -> dict:
     """Where a task process's start-up goes: imports of a step, and the parse of the class's DAG file."""
     env = stack.env()
-    proc = subprocess.run([PY, "-X", "importtime", "-c", "import airflow.sdk; import respaldo.tasks"], env=env,
-                          cwd=ROOT, capture_output=True, text=True, check=True)
+    proc = subprocess.run([PY, "-X", "importtime", "-c", "import airflow.sdk; import respaldo.precarga_celery"],
+                          env=env, cwd=ROOT, capture_output=True, text=True, check=True)
     rows = []
     for line in proc.stderr.splitlines():
         found = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line)
         if found:
             rows.append((int(found[2]), len(found[3]), found[4]))
     top = {name: us / 1e6 for us, depth, name in rows if depth <= 2 and us >= 10_000}
-    probe = ("import time; t0 = time.perf_counter(); import airflow.sdk; t1 = time.perf_counter(); "
-             "from airflow.dag_processing.dagbag import DagBag; t2 = time.perf_counter(); "
-             f"bag = DagBag(dag_folder={str(ROOT / 'dags' / 'respaldo_dags.py')!r}); t3 = time.perf_counter(); "
-             "import respaldo.tasks; t4 = time.perf_counter(); "
-             "print('RESULT', t1 - t0, t3 - t2, t4 - t3, len(bag.get_dag('respaldo_clase').tasks))")
-    timings = []
+    timings = {"cold": [], "preloaded": []}
     for _ in range(3):
-        printed = subprocess.run([PY, "-c", probe], env={**env, "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags")},
-                                 cwd=ROOT, capture_output=True, text=True, check=True).stdout
-        out = next(line for line in printed.splitlines() if line.startswith("RESULT ")).split()[1:]
-        timings.append([float(x) for x in out[:3]] + [int(out[3])])
+        for variant in timings:
+            printed = subprocess.run([PY, "-c", _PARSE_PROBE, variant], env={**env, **TASK_PARSING_CONTEXT},
+                                     cwd=ROOT, capture_output=True, text=True, check=True).stdout
+            out = next(line for line in printed.splitlines() if line.startswith("RESULT ")).split()[1:]
+            timings[variant].append([float(x) for x in out[:3]] + [int(out[3])])
     (logs / "importtime.txt").write_text(proc.stderr, encoding="utf-8")
     return {
-        "import_sdk_s": statistics.median(t[0] for t in timings),
-        "parse_class_s": statistics.median(t[1] for t in timings),
-        "import_tasks_after_s": statistics.median(t[2] for t in timings),
-        "tasks_in_dag": timings[0][3],
+        "import_sdk_s": statistics.median(t[0] for t in timings["cold"]),
+        "preload_s": statistics.median(t[1] for t in timings["preloaded"]),
+        "parse_task_cold_s": statistics.median(t[2] for t in timings["cold"]),
+        "parse_task_preloaded_s": statistics.median(t[2] for t in timings["preloaded"]),
+        "tasks_in_dag": timings["cold"][0][3],
         "top_imports_s": dict(sorted(top.items(), key=lambda kv: -kv[1])[:8]),
     }
 
 
-def measure(count: int) -> dict:
+#: The parsing context Airflow gives a task process that runs one step (``respaldo.dag_factory`` reads it).
+TASK_PARSING_CONTEXT = {"_AIRFLOW_PARSING_CONTEXT_DAG_ID": "respaldo_clase",
+                        "_AIRFLOW_PARSING_CONTEXT_TASK_ID": "sistema_000.copia"}
+#: A task process's parse of the DAG file, in a process that has what a LocalExecutor worker has (Airflow's
+#: task runner imported, the scheduler's objects frozen before the fork) and, for "preloaded", what the
+#: scheduler preloads (respaldo.precarga). Parsed as the task runner does (BundleDagBag).
+_PARSE_PROBE = f"""
+import gc, sys, time
+t0 = time.perf_counter()
+import airflow.sdk
+from airflow.sdk.execution_time import supervisor, task_runner
+from airflow.dag_processing.dagbag import BundleDagBag
+t1 = time.perf_counter()
+if sys.argv[1] == "preloaded":
+    from respaldo.precarga import preload
+    preload()
+t2 = time.perf_counter()
+gc.freeze()
+t3 = time.perf_counter()
+bag = BundleDagBag(dag_folder={str(ROOT / "dags" / "respaldo_dags.py")!r}, safe_mode=False, load_op_links=False,
+                   bundle_path={str(ROOT / "dags")!r}, bundle_name="dags-folder")
+t4 = time.perf_counter()
+print("RESULT", t1 - t0, t2 - t1, t4 - t3, len(bag.dags["respaldo_clase"].tasks))
+"""
+
+
+def measure(count: int, executors: tuple[str, ...] = ("local", "celery")) -> dict:
     key = uuid.uuid4().hex[:8]
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
@@ -250,7 +305,7 @@ def measure(count: int) -> dict:
         }
         say("shell loop: pg_dump -Fc -Z0 | zstd -3, xargs -P 8 ...")
         data["shell_s"] = [shell_loop(server, password, count, WORK / f"shell{i}") for i in range(2)]
-        for executor in ("local", "celery"):
+        for executor in executors:
             metadata_db = f"respaldo_bench_clase_{executor}_{key}"
             metadata_dbs.append(metadata_db)
             _system_sql(f'CREATE DATABASE "{metadata_db}"')
@@ -323,10 +378,11 @@ def rows(data: dict) -> list[list[str]]:
                     "by step: " + ", ".join(f"{k} {v:.2f}" for k, v in run["by_step"].items()), "",
                     f"<= {GOAL_OVERHEAD_S:.0f} s", "PASS" if overhead <= GOAL_OVERHEAD_S else "MISS"])
     start = data["startup"]
-    out.append(["17", "task start-up, measured in a fresh process",
-                f"import airflow.sdk {start['import_sdk_s']:.2f} s; parse the {count}-target DAG file "
-                f"{start['parse_class_s']:.2f} s ({start['tasks_in_dag']} tasks); then import respaldo.tasks "
-                f"{start['import_tasks_after_s']:.2f} s", "", "", "", "info"])
+    out.append(["17", "a task process's parse of the DAG file (one step of one target), measured alone",
+                f"preloaded: {start['parse_task_preloaded_s']:.3f} s ({start['tasks_in_dag']} tasks built)",
+                f"without preloading: {start['parse_task_cold_s']:.3f} s",
+                f"{start['parse_task_preloaded_s'] / start['parse_task_cold_s']:.2f}x", "",
+                f"info (preloading itself: {start['preload_s']:.2f} s, once per scheduler or Celery worker)"])
     return out
 
 
@@ -353,8 +409,12 @@ def markdown(data: dict) -> str:
         f"- Median wait from queued to running: LocalExecutor {data['local']['queued_to_start_median_s']:.1f} s, "
         f"Celery {data['celery']['queued_to_start_median_s']:.1f} s. Celery workers seen as task hostnames: "
         f"{', '.join(data['celery']['hostnames'])}; queues: {', '.join(data['celery']['queues'])}.",
-        f"- Biggest imports of a step (`python -X importtime -c 'import airflow.sdk; import respaldo.tasks'`, "
-        f"cumulative): {top}.",
+        "- CPU seconds per task instance, by component (a component's descendants included: the scheduler's "
+        "LocalExecutor workers and their task processes, a Celery worker's pool and its task processes): "
+        + "; ".join(f"{label}: " + ", ".join(f"{name} {value:.3f}" for name, value in data[ex]["cpu_per_ti_s"].items())
+                    for ex, label in (("local", "LocalExecutor"), ("celery", "Celery"))) + ".",
+        f"- What preloading saves each task process (`python -X importtime -c 'import airflow.sdk; import "
+        f"respaldo.precarga_celery'`, cumulative): {top}.",
         END,
     ]
     return "\n".join(lines)
@@ -364,17 +424,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.clase", description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", type=int, default=100)
     parser.add_argument("--no-results-md", action="store_true")
+    parser.add_argument("--only", choices=("local", "celery"), help="one executor only (implies --no-results-md)")
+    parser.add_argument("--keep", action="store_true", help=f"keep {WORK} (task logs) for a look afterwards")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup (clusters, databases)
-    data = measure(args.targets)
+    data = measure(args.targets, (args.only,) if args.only else ("local", "celery"))
     (WORK.parent / "results-clase.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
-    block = markdown(data)
-    print(block)
-    if not args.no_results_md:
+    if args.only:
+        print(json.dumps(data, indent=1))
+    else:
+        block = markdown(data)
+        print(block)
+    if not (args.no_results_md or args.only):
         from bench.run import put_section
 
         put_section(START, END, block)
-    shutil.rmtree(WORK, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(WORK, ignore_errors=True)
     return 0
 
 

@@ -39,6 +39,10 @@ FINISHED = {"success", "failed"}
 WORKER_NAME = "RESPALDO_STACK_WORKER"
 
 
+#: Celery imports these modules in each worker's main process at start-up, before it forks its pool.
+CELERY_PRELOAD = '{"imports": ["respaldo.precarga_celery"]}'
+
+
 def worker_hostname() -> str:
     """``[core] hostname_callable`` of the stack's Celery workers: the worker's name, so the task instances
     it runs say which worker it was (all workers share this machine's real hostname)."""
@@ -261,6 +265,8 @@ class AirflowStack:
                 AIRFLOW__CELERY__WORKER_CONCURRENCY=str(self.worker_concurrency or self.parallelism),
                 # Longer than any task may last (the inventory's timeout_hours), as docs/deployment.md says.
                 AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT=str(7 * 24 * 3600),
+                # As docker-compose.yaml: each worker preloads what its task processes import (respaldo.precarga).
+                AIRFLOW__CELERY__EXTRA_CELERY_CONFIG=CELERY_PRELOAD,
             )
         env.update(self.extra_env)
         return env

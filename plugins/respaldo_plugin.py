@@ -13,12 +13,19 @@ from airflow.configuration import conf
 from airflow.plugins_manager import AirflowPlugin
 
 from respaldo.pools import PoolGuard
+from respaldo.precarga import forks_task_processes, preload
 from respaldo.timetables import EveryNDaysTimetable
 
 PREFIX = "/respaldo"
 RUNNING_ON_APISERVER = (len(sys.argv) > 1 and sys.argv[1] == "api-server") or (
     len(sys.argv) > 2 and sys.argv[2].endswith("airflow/api_fastapi/main.py")
 )
+
+
+if forks_task_processes(sys.argv, conf.get("core", "executor", fallback="")):
+    # The scheduler loads this plugin before it forks the LocalExecutor's workers: every task process they
+    # fork inherits what is imported here instead of importing it again (respaldo.precarga says how much).
+    preload()
 
 
 def _ui_path(path: str) -> str:

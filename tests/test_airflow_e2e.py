@@ -24,6 +24,7 @@ from conftest import BACKUP_PASSWORD, RUN_KEY, SYSTEM_PG, write_inventory
 
 from devtools.airflow_stack import VENV_BIN, AirflowStack
 from devtools.demo_data import table_checksums_sql
+from respaldo.precarga import LOG_LINE, MODULES
 
 BOGOTA = zoneinfo.ZoneInfo("America/Bogota")
 STEPS = ("copia", "verificar_fecha", "comprimir", "registrar")
@@ -277,6 +278,19 @@ def test_the_workers_task_logs_show_progress_and_never_the_password(e2e):
         text = path.read_bytes()
         assert BACKUP_PASSWORD.encode() not in text, path
         assert json.dumps(BACKUP_PASSWORD).encode() not in text, path  # nor its JSON-escaped form
+
+
+def test_the_scheduler_preloads_the_task_code_before_it_forks_its_workers(e2e):
+    """Each task process is forked from a LocalExecutor worker, forked from the scheduler when it started: the
+    task code the scheduler imported first is inherited by every task instead of imported again by each."""
+    lines = (e2e.stack.home / "scheduler.log").read_text(encoding="utf-8", errors="replace").splitlines()
+    preloaded = [i for i, line in enumerate(lines) if LOG_LINE in line]
+    workers = [i for i, line in enumerate(lines) if "Worker starting up pid=" in line]
+    assert len(preloaded) == 1 and workers, lines[:40]
+    assert preloaded[0] < workers[0]
+    assert f"{len(MODULES)} módulos" in lines[preloaded[0]] and "respaldo.dag_factory" in lines[preloaded[0]]
+    for other in ("dag-processor", "api-server"):
+        assert LOG_LINE not in (e2e.stack.home / f"{other}.log").read_text(encoding="utf-8", errors="replace")
 
 
 def dag_file_errors(e2e) -> list[dict]:

@@ -20,6 +20,7 @@ from test_airflow_e2e import restore
 from devtools.airflow_stack import VENV_BIN, AirflowStack
 from devtools.demo_data import table_checksums_sql
 from devtools.servers import redis_server
+from respaldo.precarga import LOG_LINE, MODULES
 
 STEPS = ("copia", "verificar_fecha", "comprimir", "registrar")
 #: Target -> (its database, its queue, the worker that listens there).
@@ -91,3 +92,16 @@ def test_each_targets_four_steps_run_on_its_queues_worker_and_the_copies_restore
             source_pg.psql(f"DROP DATABASE {restored}")
     left = sorted(p for p in (root / ".staging").rglob("*") if p.is_file())
     assert left == [], f"staging left behind: {left}"
+
+
+def test_each_worker_preloads_the_task_code_before_it_forks_its_pool(celery_stack):
+    """Celery imports ``respaldo.precarga_celery`` (its ``imports``, from ``[celery] extra_celery_config``) in
+    the worker's main process before the pool starts: pool processes and their task processes inherit it."""
+    stack, _ = celery_stack
+    for worker in WORKERS:
+        lines = (stack.home / f"worker-{worker}.log").read_text(encoding="utf-8", errors="replace").splitlines()
+        preloaded = [i for i, line in enumerate(lines) if LOG_LINE in line]
+        ready = [i for i, line in enumerate(lines) if f"{worker}@" in line and "ready." in line]
+        assert len(preloaded) == 1 and ready, (worker, lines[-40:])
+        assert preloaded[0] < ready[0] and f"{len(MODULES)} módulos" in lines[preloaded[0]]
+    assert LOG_LINE not in (stack.home / "scheduler.log").read_text(encoding="utf-8", errors="replace")
