@@ -22,18 +22,22 @@ ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "plugins" / "respaldo_plugin.py"
 
 
-@pytest.mark.parametrize(("argv", "executor", "expected"), [
-    (["airflow", "scheduler"], "LocalExecutor", True),
-    (["airflow", "scheduler"], "airflow.executors.local_executor.LocalExecutor", True),
-    (["airflow", "scheduler"], "LocalExecutor,CeleryExecutor", True),
-    (["airflow", "scheduler"], "CeleryExecutor", False),  # the Celery workers fork the task processes
-    (["airflow", "dag-processor"], "LocalExecutor", False),  # it would keep old code across edits
-    (["airflow", "api-server"], "LocalExecutor", False),
-    (["airflow", "triggerer"], "LocalExecutor", False),
-    (["airflow"], "LocalExecutor", False),
+@pytest.mark.parametrize(("argv", "executor", "start_method", "child", "expected"), [
+    (["airflow", "scheduler"], "LocalExecutor", "fork", False, True),
+    (["airflow", "scheduler"], "airflow.executors.local_executor.LocalExecutor", "fork", False, True),
+    (["airflow", "scheduler"], "LocalExecutor,CeleryExecutor", "fork", False, True),
+    (["airflow", "scheduler"], "CeleryExecutor", "fork", False, False),  # Celery's workers fork the tasks
+    (["airflow", "scheduler"], "LocalExecutor", "forkserver", False, False),  # its workers inherit nothing
+    (["airflow", "scheduler"], "LocalExecutor", "spawn", False, False),
+    (["airflow", "scheduler"], "LocalExecutor", "fork", True, False),  # a worker or a task loading the plugin
+    (["airflow", "dag-processor"], "LocalExecutor", "fork", False, False),  # would keep old code across edits
+    (["airflow", "api-server"], "LocalExecutor", "fork", False, False),
+    (["airflow", "triggerer"], "LocalExecutor", "fork", False, False),
+    (["airflow"], "LocalExecutor", "fork", False, False),
 ])
-def test_only_a_scheduler_that_runs_the_local_executor_preloads(argv, executor, expected):
-    assert forks_task_processes(argv, executor) is expected
+def test_only_a_scheduler_that_forks_the_local_executors_workers_preloads(argv, executor, start_method, child,
+                                                                          expected):
+    assert forks_task_processes(argv, executor, start_method, child) is expected
 
 
 def test_a_module_that_cannot_be_imported_is_named_in_a_warning_and_the_rest_are_preloaded(caplog):
@@ -47,7 +51,7 @@ def test_a_module_that_cannot_be_imported_is_named_in_a_warning_and_the_rest_are
     assert info.startswith(LOG_LINE) and "2 módulos" in info and "respaldo.dag_factory" in info
 
 
-def _plugin_in_a_process(argv: list[str], executor: str) -> dict[str, bool]:
+def _plugin_in_a_process(argv: list[str], executor: str, start_method: str = "") -> dict[str, bool]:
     """Import the plugin as Airflow's plugins manager would, in a process started as ``argv``."""
     probe = (
         "import importlib.util, json, sys\n"
@@ -57,6 +61,8 @@ def _plugin_in_a_process(argv: list[str], executor: str) -> dict[str, bool]:
         f"print(json.dumps({{m: m in sys.modules for m in {list(MODULES)!r}}}))\n"
     )
     env = {**os.environ, "AIRFLOW__CORE__EXECUTOR": executor}
+    if start_method:  # as Airflow's scheduler command applies [core] mp_start_method before loading plugins
+        probe = f"import multiprocessing; multiprocessing.set_start_method({start_method!r}, force=True)\n" + probe
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -65,9 +71,10 @@ def test_the_plugin_preloads_every_module_in_the_scheduler_and_nothing_elsewhere
     assert _plugin_in_a_process(["airflow", "scheduler"], "LocalExecutor") == dict.fromkeys(MODULES, True)
     # Airflow itself never imports respaldo's DAG factory; the providers' hooks may be imported by Airflow, so
     # only respaldo's own module says whether the plugin preloaded.
-    for argv, executor in ((["airflow", "dag-processor"], "LocalExecutor"),
-                           (["airflow", "scheduler"], "CeleryExecutor")):
-        assert _plugin_in_a_process(argv, executor)["respaldo.dag_factory"] is False, (argv, executor)
+    for argv, executor, method in ((["airflow", "dag-processor"], "LocalExecutor", ""),
+                                   (["airflow", "scheduler"], "CeleryExecutor", ""),
+                                   (["airflow", "scheduler"], "LocalExecutor", "forkserver")):
+        assert _plugin_in_a_process(argv, executor, method)["respaldo.dag_factory"] is False, (argv, executor)
 
 
 def test_the_celery_module_preloads_on_import():

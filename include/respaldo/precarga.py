@@ -54,9 +54,17 @@ def preload(modules: tuple[str, ...] = MODULES) -> list[str]:
     return loaded
 
 
-def forks_task_processes(argv: list[str], executor: str) -> bool:
-    """Whether this process, started with ``argv``, forks task processes: a scheduler running the LocalExecutor.
+def forks_task_processes(argv: list[str], executor: str, start_method: str, child: bool) -> bool:
+    """Whether this process forks the processes that fork task processes: a scheduler running the LocalExecutor.
 
-    ``executor`` is ``[core] executor``: a name, a class path, or a list of them when several executors are set.
+    :param argv: how the process was started (``airflow scheduler``).
+    :param executor: ``[core] executor``: a name, a class path, or a list of them when several are set.
+    :param start_method: how ``multiprocessing`` starts the LocalExecutor's workers (``[core] mp_start_method``
+        or the platform's default). Only ``fork`` (Linux's default before Python 3.14; respaldo's image runs
+        3.11) makes them copies of the scheduler; ``forkserver`` and ``spawn`` start them from a fresh
+        interpreter, which inherits nothing.
+    :param child: whether this process is itself a ``multiprocessing`` child (a LocalExecutor worker, or a
+        task process it forked, which load the plugin again when not forked from the scheduler).
     """
-    return len(argv) > 1 and argv[1] == "scheduler" and "LocalExecutor" in executor
+    return (len(argv) > 1 and argv[1] == "scheduler" and "LocalExecutor" in executor
+            and start_method == "fork" and not child)
