@@ -174,6 +174,18 @@ def test_the_worker_takes_the_queues_of_its_site_and_refuses_to_run_without_the_
     assert "CeleryExecutor" in init and "celery profile" in init
 
 
+def test_the_celery_workers_preload_the_task_code_as_the_stack_of_the_tests_does():
+    """Celery's ``imports`` names a module that exists and preloads (tests/test_precarga.py, test_celery_e2e.py)."""
+    import importlib.util
+    import json
+
+    from devtools.airflow_stack import CELERY_PRELOAD
+
+    config = json.loads(environment("airflow-worker")["AIRFLOW__CELERY__EXTRA_CELERY_CONFIG"])
+    assert config == json.loads(CELERY_PRELOAD) == {"imports": ["respaldo.precarga_celery"]}
+    assert importlib.util.find_spec("respaldo.precarga_celery") is not None
+
+
 def test_the_visibility_timeout_outlasts_any_task_the_inventory_allows():
     from respaldo.inventory import Frequency
 
