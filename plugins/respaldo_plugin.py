@@ -6,7 +6,6 @@ it, the way Airflow's own edge3 provider does: the scheduler, the DAG processor 
 this plugin too, and need neither FastAPI nor the templates.
 """
 
-import multiprocessing
 import sys
 from urllib.parse import urlparse
 
@@ -23,9 +22,7 @@ RUNNING_ON_APISERVER = (len(sys.argv) > 1 and sys.argv[1] == "api-server") or (
 )
 
 
-if forks_task_processes(sys.argv, conf.get("core", "executor", fallback=""),
-                        multiprocessing.get_start_method(),
-                        multiprocessing.parent_process() is not None):
+if forks_task_processes(sys.argv, conf.get("core", "executor", fallback="")):
     # The scheduler loads this plugin before it forks the LocalExecutor's workers: every task process they
     # fork inherits what is imported here instead of importing it again (respaldo.precarga says how much).
     preload()

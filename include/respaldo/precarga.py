@@ -3,7 +3,7 @@
 Each step of each target runs in its own task process, which parses the DAG file and runs one step. Those
 processes are forked: with the LocalExecutor, from the scheduler's worker processes, themselves forked from
 the scheduler when it starts. What the scheduler has imported by then, every task process inherits and does
-not import again. Measured with 100 targets (bench section 17, ``py-spy`` over the scheduler and every
+not import again. Measured with 40 targets (bench section 17, ``py-spy`` over the scheduler and every
 process it forks): importing respaldo's modules (the inventory's pydantic models above all) was 85 % of a
 task process's parse of the DAG file, and importing the postgres provider's hook 65 % of ``copia`` and
 ``registrar``'s own time.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import multiprocessing
 import time
 
 log = logging.getLogger(__name__)
@@ -54,17 +55,24 @@ def preload(modules: tuple[str, ...] = MODULES) -> list[str]:
     return loaded
 
 
-def forks_task_processes(argv: list[str], executor: str, start_method: str, child: bool) -> bool:
+def forks_task_processes(argv: list[str], executor: str, start_method: str | None = None,
+                         child: bool | None = None) -> bool:
     """Whether this process forks the processes that fork task processes: a scheduler running the LocalExecutor.
 
     :param argv: how the process was started (``airflow scheduler``).
     :param executor: ``[core] executor``: a name, a class path, or a list of them when several are set.
-    :param start_method: how ``multiprocessing`` starts the LocalExecutor's workers (``[core] mp_start_method``
-        or the platform's default). Only ``fork`` (Linux's default before Python 3.14; respaldo's image runs
-        3.11) makes them copies of the scheduler; ``forkserver`` and ``spawn`` start them from a fresh
-        interpreter, which inherits nothing.
-    :param child: whether this process is itself a ``multiprocessing`` child (a LocalExecutor worker, or a
-        task process it forked, which load the plugin again when not forked from the scheduler).
+    :param start_method: how ``multiprocessing`` starts the LocalExecutor's workers (default: read now, the
+        method Airflow set from ``[core] mp_start_method`` or the platform's default). Only ``fork`` (Linux's
+        default before Python 3.14; respaldo's image runs 3.11) makes them copies of the scheduler;
+        ``forkserver`` and ``spawn`` start them from a fresh interpreter, which inherits nothing.
+    :param child: whether this process is itself a ``multiprocessing`` child (default: read now): a
+        LocalExecutor worker, or a task process it forked, which load the plugin again when not forked from
+        the scheduler.
     """
-    return (len(argv) > 1 and argv[1] == "scheduler" and "LocalExecutor" in executor
-            and start_method == "fork" and not child)
+    if len(argv) < 2 or argv[1] != "scheduler" or "LocalExecutor" not in executor:
+        return False
+    if start_method is None:  # without fixing it: allow_none reads, the first of the list is the default
+        start_method = multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
+    if child is None:
+        child = multiprocessing.parent_process() is not None
+    return start_method == "fork" and not child
