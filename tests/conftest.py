@@ -117,6 +117,10 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
+    settings = sys.modules.get("airflow.settings")
+    if settings is not None:  # close this process's metadata connections before their database goes
+        with contextlib.suppress(Exception):
+            settings.dispose_orm()
     for name in (METADATA_DB, REGISTER_DB):
         try:
             _system_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
