@@ -40,7 +40,7 @@ What it does (3 to 4 minutes on a 2-core machine; everything big it makes is rem
     chain plain, memory flat, and ``age -d | zstd -t`` of the artifact; ``--only cifrado`` runs it alone.
 17. A class of 100 small PostgreSQL targets on the real scheduler (``bench.clase``), LocalExecutor then Celery
     with two workers, against ``xargs -P 8`` of ``pg_dump | zstd``; the overhead per task instance and where
-    it goes. Not part of the full run (about 20 minutes on a busy 2-core machine): ``--only clase`` or
+    it goes. Not part of the full run (7 minutes on an idle 2-core machine, 20 on a busy one): ``--only clase`` or
     ``python -m bench.clase`` runs it and writes its rows into ``bench/RESULTS.md`` under a heading of its own.
 
 Working files live in ``bench/.work/`` (gitignored); the results also go to ``bench/RESULTS.md``.
