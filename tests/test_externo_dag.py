@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -67,6 +68,7 @@ def test_copia_externa_writes_a_verified_copy_and_a_bad_disk_fails_alone(backups
         # The disk is unplugged: its mount point no longer holds the marker.
         marker.unlink()
         before = len(smtp.messages)
+        time.sleep(1)  # a new second: the second copy must not collide with the first one's name
         run = backups.run("respaldo_diario", logical_date=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5))
 
     assert states(run)["documentos.registrar"] == "success"
@@ -102,6 +104,8 @@ def test_a_class_external_medium_with_its_own_retention_and_the_local_retention_
                 marker.unlink()  # the second run's external copy fails: the disk is unplugged
             if number == 2:
                 marker.touch()
+            if number:
+                time.sleep(1)  # each copy in a second of its own: an artifact name of its own
             runs.append(backups.run("respaldo_diario", logical_date=start + dt.timedelta(seconds=5 * number)))
         first, second, third = (register_rows(target="documentos", run_id=run.run_id)[0] for run in runs)
         assert [states(run)["documentos.copia_externa"] for run in runs] == ["success", "failed", "success"]
