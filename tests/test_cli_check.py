@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -75,3 +77,48 @@ def test_check_reads_remote_folders_and_images_over_ssh(sshd, tmp_path):
             "/no/existe.qcow2") in proc.stdout
     assert "[FALLA] ajeno: SSH a respaldo_prueba@127.0.0.1" in proc.stdout
     assert "no es la registrada en la conexión (host_key)" in proc.stdout
+
+
+def test_check_names_the_age_that_encrypts_and_each_drill_key_file_that_is_missing(tmp_path):
+    from test_cifrado import age_keygen
+
+    folder = tmp_path / "documentos"
+    folder.mkdir()
+    key = tmp_path / "simulacro.txt"
+    public = age_keygen(key)
+    gone = tmp_path / "no_existe.txt"
+    inventory = write_inventory(tmp_path / "inv.yaml", tmp_path, [
+        {"id": "actas", "kind": "files", "frequency": "diario", "path": str(folder),
+         "encryption": {"recipients": [public], "drill_identity": str(key)}},
+        {"id": "contratos", "kind": "files", "frequency": "diario", "path": str(folder),
+         "encryption": {"recipients": [public], "drill_identity": str(gone)}},
+        {"id": "sin_cifrar", "kind": "files", "frequency": "diario", "path": str(folder)},
+    ])
+    proc = subprocess.run([str(ROOT / ".venv/bin/respaldo"), "check", str(inventory)], capture_output=True,
+                          text=True)
+    lines = proc.stdout.splitlines()
+    [age] = [line for line in lines if line.startswith(("[OK] cifrado", "[FALLA] cifrado"))]
+    assert re.fullmatch(r"\[OK\] cifrado: «age» v?1\.\d+\S* cifra las copias de actas, contratos", age), age
+    assert f"[OK] clave de simulacros de actas: {key} existe y se puede leer" in lines
+    assert (f"[FALLA] clave de simulacros de contratos: {gone} no existe o no se puede leer: los simulacros de "
+            "estos objetivos quedarán «fallido»") in lines
+    assert proc.returncode == 1
+    assert key.read_text().split("AGE-SECRET-KEY-")[1][:20] not in proc.stdout + proc.stderr
+
+    # On a machine without age (a PATH without it), the copies of the encrypted targets would fail: check says so.
+    bare = {"PATH": str(tmp_path / "sin_programas"), "HOME": str(tmp_path)}
+    proc = subprocess.run([str(ROOT / ".venv/bin/respaldo"), "check", str(inventory)], capture_output=True,
+                          text=True, env={**os.environ, **bare})
+    assert ("[FALLA] cifrado: No está instalado «age» en esta máquina: las copias de actas, contratos fallarán "
+            "(apt-get install age).") in proc.stdout.splitlines(), proc.stdout + proc.stderr
+    assert proc.returncode == 1
+
+
+def test_check_says_nothing_of_age_when_no_target_is_encrypted(tmp_path):
+    folder = tmp_path / "documentos"
+    folder.mkdir()
+    inventory = write_inventory(tmp_path / "inv.yaml", tmp_path, [
+        {"id": "actas", "kind": "files", "frequency": "diario", "path": str(folder)}])
+    proc = subprocess.run([str(ROOT / ".venv/bin/respaldo"), "check", str(inventory)], capture_output=True,
+                          text=True)
+    assert "cifrado" not in proc.stdout and "simulacros de actas" not in proc.stdout, proc.stdout

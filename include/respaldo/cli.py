@@ -10,6 +10,7 @@ import argparse
 import csv
 import datetime as dt
 import os
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -154,7 +155,37 @@ def cmd_check(args: argparse.Namespace) -> int:
         except Exception as err:
             report(False, target.id, str(err).strip())
     _check_external(inventory, report)
+    _check_encryption(inventory, report)
     return 1 if failures else 0
+
+
+def _check_encryption(inventory, report) -> None:
+    """With targets encrypted: the ``age`` the copies run, and each drill identity file (a path; never read)."""
+    from respaldo.hooks.base import minimal_env
+
+    encrypted = {t.id: t.encryption or inventory.frequencies[t.frequency].encryption
+                 for t in sorted(inventory.targets, key=lambda t: t.id)}
+    encrypted = {target: encryption for target, encryption in encrypted.items() if encryption is not None}
+    if not encrypted:
+        return
+    named = ", ".join(list(encrypted)[:5]) + (f" y {len(encrypted) - 5} más" if len(encrypted) > 5 else "")
+    try:
+        done = subprocess.run(["age", "--version"], capture_output=True, text=True, timeout=30,
+                              env=minimal_env())
+        version = (done.stdout or done.stderr).strip()
+        report(done.returncode == 0, "cifrado", f"«age» {version} cifra las copias de {named}")
+    except FileNotFoundError:
+        report(False, "cifrado", f"No está instalado «age» en esta máquina: las copias de {named} fallarán "
+                                 "(apt-get install age).")
+    identities: dict[str, list[str]] = {}
+    for target, encryption in encrypted.items():
+        if encryption.drill_identity:
+            identities.setdefault(encryption.drill_identity, []).append(target)
+    for path, targets in identities.items():
+        usable = os.access(path, os.R_OK) and Path(path).is_file()
+        report(usable, f"clave de simulacros de {', '.join(targets)}",
+               f"{path} existe y se puede leer" if usable else
+               f"{path} no existe o no se puede leer: los simulacros de estos objetivos quedarán «fallido»")
 
 
 def _check_external(inventory, report) -> None:
