@@ -163,9 +163,8 @@ def _check_encryption(inventory, report) -> None:
     """With targets encrypted: the ``age`` the copies run, and each drill identity file (a path; never read)."""
     from respaldo.hooks.base import minimal_env
 
-    encrypted = {t.id: t.encryption or inventory.frequencies[t.frequency].encryption
-                 for t in sorted(inventory.targets, key=lambda t: t.id)}
-    encrypted = {target: encryption for target, encryption in encrypted.items() if encryption is not None}
+    encrypted = {t.id: inventory.encryption_of(t) for t in sorted(inventory.targets, key=lambda t: t.id)
+                 if inventory.encryption_of(t) is not None}
     if not encrypted:
         return
     named = ", ".join(list(encrypted)[:5]) + (f" y {len(encrypted) - 5} más" if len(encrypted) > 5 else "")

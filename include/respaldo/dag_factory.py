@@ -125,14 +125,13 @@ def _doc_md(inventory: Inventory, name: str, frequency: Frequency, targets: list
     if any(t.mechanism == "manual" for t in targets):
         lines.append("- copia manual: `zstd -d ARCHIVO.zst` devuelve el archivo tal como lo entregaron; su nombre "
                      "y fecha originales están en el registro.")
-    externals = [(t.id, (t.external or frequency.external).describe()) for t in targets
-                 if t.external or frequency.external]
+    externals = [(t.id, inventory.external_of(t).describe()) for t in targets if inventory.external_of(t)]
     if externals:
         lines += ["", "**Medio externo** (tarea `copia_externa`, después de `registrar`: la copia y su `.sha256` "
                   "se escriben también ahí y se comprueba allí su suma; el resultado queda en la fila del "
                   "FT-GTI-004):", ""]
         lines += [f"- `{target_id}`: {where}" for target_id, where in externals]
-    encrypted = [t.id for t in targets if (t.encryption or frequency.encryption) is not None]
+    encrypted = [t.id for t in targets if inventory.encryption_of(t) is not None]
     if encrypted:
         lines += ["", f"**Cifradas con age** ({', '.join(f'`{t}`' for t in encrypted)}): sus copias terminan en "
                   "`.zst.age` y en los comandos anteriores `zstd -dc ARCHIVO.zst` se cambia por "

@@ -349,6 +349,10 @@ class Inventory(InventoryHead):
         """Where ``target``'s copies also go: its own ``external``, else its class's, else nowhere."""
         return target.external or self.frequencies[target.frequency].external
 
+    def encryption_of(self, target: TargetBase) -> Encryption | None:
+        """Whom ``target``'s copies are encrypted to: its own ``encryption``, else its class's, else none."""
+        return target.encryption or self.frequencies[target.frequency].encryption
+
     def drill_settings(self, dag_id: str) -> dict[str, Any]:
         """What every task of ``respaldo_simulacro`` is handed: the task settings plus the drill servers and folder."""
         return {**self.task_settings(dag_id), "conn_id": self.drills.conn_id,
